@@ -1,0 +1,21 @@
+"""Super-resolved spatial transcriptomics with a histology-guided cross-modal diffusion model."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import datasets, io, pl, pp, tl
+
+try:
+    __version__ = version("diffst-sc")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = ["datasets", "io", "pl", "pp", "tl", "DiffST", "__version__"]
+
+
+def __getattr__(name: str):
+    # torch is imported only when the model class is first used, to keep `import diffst_sc` fast.
+    if name == "DiffST":
+        from .tl._diffst import DiffST
+
+        return DiffST
+    raise AttributeError(f"module 'diffst_sc' has no attribute {name!r}")

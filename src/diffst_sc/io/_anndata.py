@@ -1,0 +1,107 @@
+"""Adapter from scanpy's AnnData layout (``obsm['spatial']``, ``uns['spatial']``) to SpatialData."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import check_rgb
+from ._view import SECTION_UNS_KEY, VISIUM_SPOT_DIAMETER_UM, spot_spacing
+from ._spatialdata import build_sdata
+
+
+def from_anndata(adata, image=None, *, img_key: str | None = None, library_id: str | None = None,
+                 spot_diameter_px: float | None = None, microns_per_pixel: float | None = None,
+                 name: str | None = None):
+    """Turn an AnnData with spot pixel coordinates and an H&E into the canonical SpatialData.
+
+    Parameters
+    ----------
+    adata
+        Spots x genes, with ``obsm['spatial']`` the spot centres (x, y) in full-resolution H&E
+        pixels, as scanpy's ``read_visium`` makes it.
+    image
+        The H&E as an array ``(y, x, 3|4)`` or ``(3|4, y, x)`` in the pixels of
+        ``obsm['spatial']``. If omitted, taken from ``uns['spatial'][library_id]['images']
+        [img_key]`` and brought to full resolution by its scale factor.
+    img_key
+        ``"hires"`` or ``"lowres"`` when the image comes from ``uns['spatial']``.
+    library_id
+        Key in ``uns['spatial']``; the only one by default.
+    spot_diameter_px
+        Spot diameter in full-resolution pixels; from ``scalefactors['spot_diameter_fullres']``
+        by default.
+    microns_per_pixel
+        H&E pixel size; by default from Visium's 55 um spot diameter.
+    name
+        Section name (coordinate system); ``library_id`` by default.
+
+    Returns
+    -------
+    SpatialData
+        Image ``"he"``, circles ``"spots"``, table ``"table"`` (a copy of ``adata``, raw
+        values in ``layers['counts']``).
+
+    Examples
+    --------
+    >>> import scanpy as sc, diffst_sc as ds
+    >>> sdata = ds.io.from_anndata(sc.read_visium("outs"), img_key="hires")  # doctest: +SKIP
+    """
+    if "spatial" not in adata.obsm:
+        raise KeyError("adata.obsm['spatial'] is missing: it must hold spot centres (x, y) in "
+                       "H&E pixels.")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"The AnnData is empty ({adata.n_obs} spots x {adata.n_vars} genes).")
+    spatial = adata.uns.get("spatial", {})
+    if library_id is None and spatial:
+        if len(spatial) > 1:
+            raise ValueError(f"uns['spatial'] has several libraries {list(spatial)}: pass "
+                             "`library_id=`.")
+        library_id = next(iter(spatial))
+    lib = spatial.get(library_id, {}) if library_id is not None else {}
+    sf = lib.get("scalefactors", {})
+    centres = np.asarray(adata.obsm["spatial"], dtype=float)[:, :2]
+
+    scale = 1.0
+    if image is None:
+        images = lib.get("images", {})
+        if not images:
+            raise ValueError("No image given and none in adata.uns['spatial']: pass the H&E as "
+                             "`image=` (an array in the pixels of obsm['spatial']).")
+        img_key = img_key or ("hires" if "hires" in images else next(iter(images)))
+        if img_key not in images:
+            raise KeyError(f"No image {img_key!r} in uns['spatial'][{library_id!r}]['images']; "
+                           f"there are {list(images)}.")
+        image = images[img_key]
+        scale = float(sf.get(f"tissue_{img_key}_scalef", 1.0))
+    rgb = check_rgb(image)
+    if rgb.dtype.kind == "f":
+        rgb = (np.clip(rgb, 0, 1) * 255).astype(np.uint8) if rgb.max() <= 1.0 else rgb.astype(np.uint8)
+
+    if spot_diameter_px is None:
+        spot_diameter_px = sf.get("spot_diameter_fullres")
+    if spot_diameter_px is None:
+        spot_diameter_px = 0.55 * spot_spacing(centres)  # Visium: 55 um spots, 100 um apart
+    if microns_per_pixel is None:
+        microns_per_pixel = VISIUM_SPOT_DIAMETER_UM / float(spot_diameter_px)
+
+    from spatialdata.transformations import Scale
+
+    # The image keeps its own resolution; a scale places it over the full-resolution pixels.
+    centres_img = centres * scale
+    transform = Scale([1 / scale, 1 / scale], axes=("y", "x")) if scale != 1.0 else None
+    x = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    obs = adata.obs.copy()
+    obs.index = obs.index.astype(str)
+    meta = {
+        "platform": "visium" if sf else "anndata",
+        "microns_per_pixel": float(microns_per_pixel) / scale,
+        "spot_diameter_um": float(spot_diameter_px) * float(microns_per_pixel),
+        "spot_diameter_px": float(spot_diameter_px) * scale,
+    }
+    name = name or library_id or "section"
+    sdata = build_sdata(counts=x.toarray() if hasattr(x, "toarray") else x,
+                        genes=list(adata.var_names.astype(str)), obs=obs,
+                        centres_px=centres_img, diameter_px=float(spot_diameter_px) * scale,
+                        image_yxc=rgb, name=name, uns={SECTION_UNS_KEY: meta},
+                        image_transform=transform)
+    return sdata

@@ -1,0 +1,87 @@
+"""Validation of user data at the boundary, with errors that say how to fix the input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class NotCountsWarning(UserWarning):
+    """Expression values are not raw integer counts (e.g. already normalised)."""
+
+
+def _values(x) -> np.ndarray:
+    if sp.issparse(x):
+        return x.data
+    return np.asarray(x).ravel()
+
+
+def check_counts(x, *, where: str = "the table") -> bool:
+    """Check an expression matrix; return ``True`` when it holds raw integer counts.
+
+    Raises
+    ------
+    ValueError
+        On NaN, infinite or negative values.
+    """
+    v = _values(x)
+    if v.size and not np.issubdtype(v.dtype, np.number):
+        raise ValueError(f"Expression in {where} is not numeric (dtype {v.dtype}).")
+    if v.size == 0:
+        return True
+    if not np.isfinite(v).all():
+        n = int((~np.isfinite(v)).sum())
+        raise ValueError(f"Expression in {where} has {n} NaN or infinite values. Fill or drop "
+                         "them first, e.g. `adata.X = np.nan_to_num(adata.X)` or drop the spots.")
+    if (v < 0).any():
+        raise ValueError(f"Expression in {where} has {int((v < 0).sum())} negative values. "
+                         "diffst_sc needs raw counts (or non-negative normalised values): pass "
+                         "the raw counts layer with `layer=`, not scaled or centred data.")
+    return bool(np.allclose(v, np.round(v)))
+
+
+def warn_if_not_counts(is_counts: bool, *, where: str = "the table") -> None:
+    """Warn that non-integer values are treated as expression in count-like units."""
+    if not is_counts:
+        warnings.warn(
+            f"Expression in {where} is not integer counts (it looks normalised). diffst_sc "
+            "proceeds and treats the values as non-negative expression per spot; the output "
+            "keeps their units. To silence this, pass raw counts with `layer=` or filter "
+            "`diffst_sc.io.NotCountsWarning`.",
+            NotCountsWarning,
+            stacklevel=3,
+        )
+
+
+def check_spots_in_image(centres_px: np.ndarray, image_yx: tuple[int, int],
+                         diameter_px: float) -> None:
+    """Raise if spot centres fall outside the image (wrong transform or wrong image)."""
+    h, w = image_yx
+    tol = diameter_px / 2
+    out = ((centres_px[:, 0] < -tol) | (centres_px[:, 0] > w + tol)
+           | (centres_px[:, 1] < -tol) | (centres_px[:, 1] > h + tol))
+    if out.any():
+        bad = centres_px[out][:3].round(1).tolist()
+        raise ValueError(
+            f"{int(out.sum())} of {len(centres_px)} spots lie outside the {w} x {h} px image "
+            f"(x, y of the first: {bad}). The spot coordinates and the image do not match: check "
+            "the image (full-resolution vs downscaled) and the transformations, or pass "
+            "`image_key=` / `coordinate_system=`."
+        )
+
+
+def check_rgb(image: np.ndarray) -> np.ndarray:
+    """Return an H&E as ``(y, x, 3)``; accept ``(y, x, 3|4)``, ``(3|4, y, x)`` or grey ``(y, x)``."""
+    im = np.asarray(image)
+    if im.ndim == 2:
+        return np.repeat(im[..., None], 3, axis=2)
+    if im.ndim != 3:
+        raise ValueError(f"The image must be 2-D or 3-D (y, x, channels); got shape {im.shape}.")
+    if im.shape[-1] in (3, 4):
+        return im[..., :3]
+    if im.shape[0] in (3, 4):
+        return np.moveaxis(im[:3], 0, -1)
+    raise ValueError(f"The image has shape {im.shape}: expected RGB(A) channels first or last "
+                     "(y, x, 3) / (3, y, x). Pass the H&E, not a fluorescence stack.")

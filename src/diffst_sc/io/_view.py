@@ -1,0 +1,331 @@
+"""One internal view of a section, built from a SpatialData object, used by everything downstream."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._checks import check_counts, check_spots_in_image
+
+#: Where ``diffst_sc`` records section metadata in ``table.uns``.
+SECTION_UNS_KEY = "diffst_section"
+#: Visium's spot diameter, used when Space Ranger scale factors are present.
+VISIUM_SPOT_DIAMETER_UM = 55.0
+
+
+@dataclass
+class SectionView:
+    """A section seen through one table, one set of spots and one H&E image.
+
+    Attributes
+    ----------
+    name
+        Name of the section (the coordinate system by default).
+    adata
+        The table annotating the spots, rows in the order of ``centres_px``.
+    centres_px
+        ``(n_spots, 2)`` spot centres as (x, y) in H&E pixels (full resolution).
+    diameter_px
+        Spot diameter in H&E pixels.
+    image
+        The full-resolution H&E as a lazy ``(c, y, x)`` array.
+    image_to_cs
+        ``3 x 3`` affine taking H&E pixel (x, y) to the coordinate system.
+    microns_per_pixel
+        Physical size of one H&E pixel.
+    coordinate_system, table_key, image_key, shapes_key
+        Where the pieces came from in the SpatialData object.
+    layer
+        The layer of ``adata`` holding expression (``None`` for ``X``).
+    """
+
+    name: str
+    adata: object
+    centres_px: np.ndarray
+    diameter_px: float
+    image: object
+    image_to_cs: np.ndarray
+    microns_per_pixel: float
+    coordinate_system: str
+    table_key: str
+    image_key: str
+    shapes_key: str
+    layer: str | None = None
+    image_scales: list = field(default_factory=list)
+
+    @property
+    def genes(self) -> list[str]:
+        """Gene names of the table."""
+        return list(map(str, self.adata.var_names))
+
+    @property
+    def n_spots(self) -> int:
+        """Number of spots."""
+        return self.centres_px.shape[0]
+
+    @property
+    def spacing_px(self) -> float:
+        """Median centre-to-centre distance of neighbouring spots, in H&E pixels."""
+        return spot_spacing(self.centres_px)
+
+    @property
+    def spot_diameter_um(self) -> float:
+        """Spot diameter in micrometres."""
+        return self.diameter_px * self.microns_per_pixel
+
+    @property
+    def spacing_um(self) -> float:
+        """Spot spacing in micrometres."""
+        return self.spacing_px * self.microns_per_pixel
+
+    def expression(self, genes: list[str] | None = None) -> np.ndarray:
+        """Dense ``(n_spots, n_genes)`` float32 expression of ``genes`` (all genes if ``None``)."""
+        ad = self.adata if genes is None else self.adata[:, _gene_index(self.adata, genes)]
+        x = ad.X if self.layer is None else ad.layers[self.layer]
+        x = x.toarray() if sp.issparse(x) else np.asarray(x)
+        return x.astype(np.float32, copy=False)
+
+    def image_at(self, microns_per_pixel: float) -> np.ndarray:
+        """The RGB H&E resampled to ``microns_per_pixel``, as ``(3, y, x)`` float32 in [0, 1]."""
+        from ..pp._histology import resample_image
+
+        return resample_image(self.image_scales or [self.image], self.microns_per_pixel,
+                              microns_per_pixel)
+
+
+def spot_spacing(centres: np.ndarray) -> float:
+    """Median nearest-neighbour distance of points (their lattice spacing)."""
+    from scipy.spatial import cKDTree
+
+    if len(centres) < 2:
+        raise ValueError("At least two spots are needed to know their spacing; this section has "
+                         f"{len(centres)}.")
+    d, _ = cKDTree(centres).query(centres, k=2)
+    return float(np.median(d[:, 1]))
+
+
+def _gene_index(adata, genes: list[str]) -> list[int]:
+    names = pd.Index(map(str, adata.var_names))
+    missing = [g for g in genes if g not in names]
+    if missing:
+        raise KeyError(
+            f"{len(missing)} of the {len(genes)} requested genes are not in the table, e.g. "
+            f"{missing[:5]}. Pick genes from `table.var_names` (see `ds.pp.select_genes`)."
+        )
+    return list(names.get_indexer(genes))
+
+
+def section_view(
+    sdata,
+    *,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    coordinate_system: str | None = None,
+    layer: str | None = None,
+    microns_per_pixel: float | None = None,
+) -> SectionView:
+    """Build the internal view of one section of a SpatialData object.
+
+    Parameters
+    ----------
+    sdata
+        A SpatialData object with a table annotating spots (circles or polygons) and an H&E image.
+    table_key
+        Table to use; the only table by default.
+    image_key
+        H&E image to use; by default the largest RGB(A) image in the coordinate system.
+    coordinate_system
+        Coordinate system relating spots and image; by default the one they share.
+    layer
+        Layer of the table holding raw counts; ``"counts"`` if present, else ``X``.
+    microns_per_pixel
+        H&E pixel size; read from the table's metadata or Space Ranger's scale factors if omitted.
+
+    Returns
+    -------
+    SectionView
+    """
+    from spatialdata.transformations import get_transformation
+
+    table_key = _pick_table(sdata, table_key)
+    adata = sdata.tables[table_key]
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"Table {table_key!r} is empty ({adata.n_obs} spots x {adata.n_vars} "
+                         "genes); it needs spots and genes to super-resolve.")
+    attrs = adata.uns.get("spatialdata_attrs", {})
+    region = attrs.get("region")
+    region = region[0] if isinstance(region, list | tuple) and len(region) == 1 else region
+    if not isinstance(region, str) or region not in sdata.shapes:
+        raise ValueError(
+            f"Table {table_key!r} must annotate one shapes element (spot circles); it annotates "
+            f"{region!r}. Parse it with `spatialdata.models.TableModel.parse(adata, region=..., "
+            "region_key=..., instance_key=...)`."
+        )
+    shapes = sdata.shapes[region]
+    cs = _pick_coordinate_system(sdata, shapes, coordinate_system)
+    image_key = _pick_image(sdata, cs, image_key)
+    image_el = sdata.images[image_key]
+    scales = _image_scales(image_el)
+    image = scales[0]
+
+    a_shapes = _affine(get_transformation(shapes, to_coordinate_system=cs))
+    a_image = _affine(get_transformation(image_el, to_coordinate_system=cs))
+    to_px = np.linalg.inv(a_image) @ a_shapes
+
+    instance_key = attrs.get("instance_key")
+    shapes = _order_like_table(shapes, adata, instance_key, attrs.get("region_key"), region)
+    xy, diam = _centres_and_diameter(shapes)
+    centres = (np.c_[xy, np.ones(len(xy))] @ to_px.T)[:, :2]
+    diameter_px = float(diam * np.sqrt(abs(np.linalg.det(to_px[:2, :2]))))
+
+    if layer is None and "counts" in adata.layers:
+        layer = "counts"
+    view = SectionView(
+        name=cs, adata=adata, centres_px=centres, diameter_px=diameter_px, image=image,
+        image_to_cs=a_image, microns_per_pixel=np.nan, coordinate_system=cs,
+        table_key=table_key, image_key=image_key, shapes_key=region, layer=layer,
+        image_scales=scales,
+    )
+    view.microns_per_pixel = _microns_per_pixel(view, microns_per_pixel)
+    check_spots_in_image(centres, image.shape[1:], diameter_px)
+    x = adata.X if layer is None else adata.layers[layer]
+    check_counts(x, where=f"table {table_key!r}" + (f" layer {layer!r}" if layer else ""))
+    return view
+
+
+def _pick_table(sdata, table_key):
+    tables = list(sdata.tables.keys())
+    if table_key is not None:
+        if table_key not in sdata.tables:
+            raise KeyError(f"No table {table_key!r}; the SpatialData has tables {tables}.")
+        return table_key
+    if not tables:
+        raise ValueError("The SpatialData has no table: add one annotating the spots "
+                         "(`sdata.tables['table'] = TableModel.parse(...)`).")
+    if len(tables) > 1:
+        if "table" in tables:
+            return "table"
+        raise ValueError(f"The SpatialData has several tables {tables}: pass `table_key=`.")
+    return tables[0]
+
+
+def _pick_coordinate_system(sdata, shapes, cs):
+    from spatialdata.transformations import get_transformation
+
+    shape_cs = list(get_transformation(shapes, get_all=True))
+    if cs is not None:
+        if cs not in sdata.coordinate_systems:
+            raise ValueError(f"Unknown coordinate system {cs!r}; this SpatialData has "
+                             f"{list(sdata.coordinate_systems)}. Pass one of them as "
+                             "`coordinate_system=`.")
+        if cs not in shape_cs:
+            raise ValueError(f"The spots are not placed in coordinate system {cs!r}; they are in "
+                             f"{shape_cs}.")
+        return cs
+    with_image = [c for c in shape_cs if any(
+        c in get_transformation(im, get_all=True) for im in sdata.images.values())]
+    if not with_image:
+        raise ValueError(f"No image shares a coordinate system with the spots (they are in "
+                         f"{shape_cs}); add the H&E to one of them.")
+    if len(with_image) > 1:
+        # spatialdata-io's Visium reader adds downscaled systems; the full-resolution one is
+        # the shortest name, which is also the dataset id.
+        with_image = sorted(with_image, key=lambda c: (c != "global", len(c)))
+    return with_image[0]
+
+
+def _image_scales(el) -> list:
+    """The levels of a (possibly multiscale) image element, finest first, as DataArrays."""
+    if hasattr(el, "children") and len(getattr(el, "children", {})):
+        return [el[k]["image"] for k in sorted(el.children, key=lambda s: int(s.replace("scale", "")))]
+    return [el]
+
+
+def _pick_image(sdata, cs, image_key):
+    from spatialdata.transformations import get_transformation
+
+    if image_key is not None:
+        if image_key not in sdata.images:
+            raise KeyError(f"No image {image_key!r}; the SpatialData has images "
+                           f"{list(sdata.images)}.")
+        el = sdata.images[image_key]
+        n_c = _image_scales(el)[0].shape[0]
+        if n_c not in (3, 4):
+            raise ValueError(f"Image {image_key!r} has {n_c} channels; an H&E needs 3 (RGB) or "
+                             "4 (RGBA). Pass the H&E as `image_key=`.")
+        if cs not in get_transformation(el, get_all=True):
+            raise ValueError(f"Image {image_key!r} is not in coordinate system {cs!r}.")
+        return image_key
+    cands = []
+    for k, el in sdata.images.items():
+        if cs not in get_transformation(el, get_all=True):
+            continue
+        im = _image_scales(el)[0]
+        if im.shape[0] in (3, 4):
+            cands.append((int(np.prod(im.shape[1:])), k))
+    if not cands:
+        raise ValueError(f"No RGB H&E image in coordinate system {cs!r} (images: "
+                         f"{list(sdata.images)}). Add one, or pass `image_key=`.")
+    return max(cands)[1]
+
+
+def _affine(transformation) -> np.ndarray:
+    return np.asarray(transformation.to_affine_matrix(input_axes=("x", "y"),
+                                                       output_axes=("x", "y")), dtype=float)
+
+
+def _order_like_table(shapes, adata, instance_key, region_key, region):
+    if instance_key is None or instance_key not in adata.obs:
+        if len(shapes) != adata.n_obs:
+            raise ValueError("The table does not say which spot each row is (no instance_key) "
+                             "and the numbers of rows and spots differ.")
+        return shapes
+    obs = adata.obs
+    if region_key is not None and region_key in obs:
+        if not (obs[region_key].astype(str) == region).all():
+            raise ValueError(f"The table annotates several regions; keep only rows of {region!r}.")
+    ids = obs[instance_key].to_numpy()
+    missing = pd.Index(ids).difference(shapes.index)
+    if len(missing):
+        raise ValueError(f"{len(missing)} table rows have no spot in shapes {region!r}, e.g. "
+                         f"{list(missing[:3])}.")
+    return shapes.loc[ids]
+
+
+def _centres_and_diameter(shapes):
+    geom = shapes.geometry
+    xy = np.c_[geom.centroid.x.to_numpy(), geom.centroid.y.to_numpy()]
+    if "radius" in shapes.columns:
+        diam = 2 * float(np.median(shapes["radius"].to_numpy()))
+    else:
+        diam = 2 * float(np.sqrt(np.median(geom.area.to_numpy()) / np.pi))
+    return xy, diam
+
+
+def _microns_per_pixel(view: SectionView, given: float | None) -> float:
+    if given is not None:
+        if not np.isfinite(given) or given <= 0:
+            raise ValueError(f"microns_per_pixel must be a positive number, not {given!r}.")
+        return float(given)
+    meta = view.adata.uns.get(SECTION_UNS_KEY, {})
+    if "microns_per_pixel" in meta:
+        # Recorded for the image the table was read with; rescale if another level is used.
+        ref_diam = meta.get("spot_diameter_px", view.diameter_px)
+        return float(meta["microns_per_pixel"]) * ref_diam / view.diameter_px
+    if "spatial" in view.adata.uns:
+        return VISIUM_SPOT_DIAMETER_UM / view.diameter_px
+    spacing = view.spacing_px
+    ratio = view.diameter_px / spacing
+    guess = 55.0 / view.diameter_px if ratio > 0.52 else 100.0 / view.diameter_px
+    warnings.warn(
+        f"The H&E pixel size is not recorded; assuming {guess:.3f} um/px from the spots' geometry "
+        f"(diameter/spacing = {ratio:.2f}: {'Visium' if ratio > 0.52 else 'legacy ST'}-like). "
+        "Pass `microns_per_pixel=` to be exact.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return guess
