@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import check_rgb
-from ._view import SECTION_UNS_KEY, VISIUM_SPOT_DIAMETER_UM, spot_spacing
+from ._view import SECTION_UNS_KEY, VISIUM_SPOT_SPACING_UM, lattice_spacing_px, spot_spacing
 from ._spatialdata import build_sdata
 
 
@@ -31,7 +31,8 @@ def from_anndata(adata, image=None, *, img_key: str | None = None, library_id: s
         Spot diameter in full-resolution pixels; from ``scalefactors['spot_diameter_fullres']``
         by default.
     microns_per_pixel
-        H&E pixel size; by default from Visium's 55 um spot diameter.
+        H&E pixel size; by default from Visium's 100 um spot spacing (measured on the spots'
+        array positions, or their nearest-neighbour distance).
     name
         Section name (coordinate system); ``library_id`` by default.
 
@@ -82,7 +83,7 @@ def from_anndata(adata, image=None, *, img_key: str | None = None, library_id: s
     if spot_diameter_px is None:
         spot_diameter_px = 0.55 * spot_spacing(centres)  # Visium: 55 um spots, 100 um apart
     if microns_per_pixel is None:
-        microns_per_pixel = VISIUM_SPOT_DIAMETER_UM / float(spot_diameter_px)
+        microns_per_pixel = VISIUM_SPOT_SPACING_UM / lattice_spacing_px(adata.obs, centres)
 
     from spatialdata.transformations import Scale
 

@@ -15,6 +15,9 @@ from ._checks import check_counts, check_spots_in_image
 SECTION_UNS_KEY = "diffst_section"
 #: Visium's spot diameter, used when Space Ranger scale factors are present.
 VISIUM_SPOT_DIAMETER_UM = 55.0
+#: Visium's centre-to-centre spot distance. Space Ranger's ``spot_diameter_fullres`` is that of a
+#: 65 um disc, not of the 55 um spot, so the pixel size is measured on the lattice instead.
+VISIUM_SPOT_SPACING_UM = 100.0
 
 
 @dataclass
@@ -89,12 +92,14 @@ class SectionView:
         x = x.toarray() if sp.issparse(x) else np.asarray(x)
         return x.astype(np.float32, copy=False)
 
-    def image_at(self, microns_per_pixel: float) -> np.ndarray:
-        """The RGB H&E resampled to ``microns_per_pixel``, as ``(3, y, x)`` float32 in [0, 1]."""
+    def image_at(self, microns_per_pixel: float,
+                 bbox_px: tuple[float, float, float, float] | None = None) -> np.ndarray:
+        """The RGB H&E (or a window ``(x0, y0, x1, y1)`` of it, in H&E pixels) resampled to
+        ``microns_per_pixel``, as ``(3, y, x)`` float32 in [0, 1]."""
         from ..pp._histology import resample_image
 
         return resample_image(self.image_scales or [self.image], self.microns_per_pixel,
-                              microns_per_pixel)
+                              microns_per_pixel, bbox_px)
 
 
 def spot_spacing(centres: np.ndarray) -> float:
@@ -106,6 +111,26 @@ def spot_spacing(centres: np.ndarray) -> float:
                          f"{len(centres)}.")
     d, _ = cKDTree(centres).query(centres, k=2)
     return float(np.median(d[:, 1]))
+
+
+def lattice_spacing_px(obs, centres: np.ndarray) -> float:
+    """Centre-to-centre distance of neighbouring lattice positions, in the units of ``centres``.
+
+    Fitted to all spots' array positions (``obs`` columns ``array_row``, ``array_col``) when
+    present, which holds for any subset of the spots; else the median nearest-neighbour
+    distance. On Visium's lattice (one parity of row + col) row neighbours are 2 columns apart.
+    """
+    if obs is not None and {"array_row", "array_col"} <= set(obs.columns) and len(obs) >= 3:
+        row = obs["array_row"].to_numpy(float)
+        col = obs["array_col"].to_numpy(float)
+        a = np.c_[col, row, np.ones(len(row))]
+        if np.linalg.matrix_rank(a) == 3:
+            coef, *_ = np.linalg.lstsq(a, np.asarray(centres, float)[:, :2], rcond=None)
+            parity = (row + col) % 2
+            if (parity == parity[0]).all():
+                return float(2 * np.linalg.norm(coef[0]))
+            return float(np.sqrt(abs(np.linalg.det(coef[:2, :2]))))
+    return spot_spacing(centres)
 
 
 def _gene_index(adata, genes: list[str]) -> list[int]:
@@ -317,7 +342,7 @@ def _microns_per_pixel(view: SectionView, given: float | None) -> float:
         ref_diam = meta.get("spot_diameter_px", view.diameter_px)
         return float(meta["microns_per_pixel"]) * ref_diam / view.diameter_px
     if "spatial" in view.adata.uns:
-        return VISIUM_SPOT_DIAMETER_UM / view.diameter_px
+        return VISIUM_SPOT_SPACING_UM / lattice_spacing_px(view.adata.obs, view.centres_px)
     spacing = view.spacing_px
     ratio = view.diameter_px / spacing
     guess = 55.0 / view.diameter_px if ratio > 0.52 else 100.0 / view.diameter_px

@@ -1,0 +1,15 @@
+"""Preprocessing: gene selection, normalisation, the co-expression graph, LR/HR pairs."""
+
+from ._coexpression import coexpression_graph, coexpression_matrix
+from ._degrade import degrade
+from ._genes import select_genes
+from ._normalize import log1p_normalize, normalize
+
+__all__ = [
+    "select_genes",
+    "normalize",
+    "log1p_normalize",
+    "coexpression_graph",
+    "coexpression_matrix",
+    "degrade",
+]

@@ -1,0 +1,209 @@
+"""Baselines of the her2st benchmark and the scoring shared by every method (``BENCHMARK.md``).
+
+Each baseline maps a low-resolution (LR) SpatialData, as ``ds.pp.degrade`` returns it, to
+predicted counts at the high-resolution (HR) spots (``shapes["hr_spots"]``, ``tables["hr_table"]``,
+rows in the table's order). It sees only the LR pseudo-spots, the H&E, and where the HR spots are
+(positions and which pseudo-spot each belongs to), never their counts.
+
+- ``uniform``: each pseudo-spot's counts split equally among its children;
+- ``bicubic``: cubic-spline interpolation of the LR array grid in log1p space, normalised by the
+  interpolated in-tissue mask (normalised convolution), falling back to ``uniform`` where the mask
+  is below 0.2;
+- ``tesla``: TESLA's histology-weighted inverse-distance imputation (Hu et al., Cell Systems 2023),
+  its defaults (colour window 50 px, power 2, 10 neighbours), with TESLA's own colour features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import diffst_sc as ds
+from diffst_sc.tl._metrics import expression_scores, gene_mean, renormalise_to_blocks
+
+HR_TABLE = "hr_table"
+LR_TABLE = "table"
+
+
+@dataclass
+class DegradedSection:
+    """The LR input and the HR targets of one degraded section, in H&E pixels.
+
+    Attributes
+    ----------
+    lr
+        View of the LR pseudo-spots (``tables["table"]``).
+    hr
+        View of the HR spots (``tables["hr_table"]``); its counts are the truth, for scoring only.
+    block
+        ``(n_hr,)`` row of each HR spot's parent pseudo-spot in the LR table.
+    rows, cols
+        ``(n_hr,)`` array row and column of each HR spot.
+    """
+
+    lr: object
+    hr: object
+    block: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+
+    @classmethod
+    def from_sdata(cls, lr_sdata) -> DegradedSection:
+        """Views of what ``ds.pp.degrade`` returns."""
+        lr = ds.io.section_view(lr_sdata, table_key=LR_TABLE)
+        hr = ds.io.section_view(lr_sdata, table_key=HR_TABLE, image_key=lr.image_key,
+                                coordinate_system=lr.coordinate_system,
+                                microns_per_pixel=lr.microns_per_pixel)
+        obs = hr.adata.obs
+        return cls(lr=lr, hr=hr, block=obs["lr_spot"].to_numpy().astype(np.int64),
+                   rows=obs["array_row"].to_numpy(), cols=obs["array_col"].to_numpy())
+
+    @property
+    def n_children(self) -> np.ndarray:
+        """``(n_lr,)`` number of HR spots in each pseudo-spot."""
+        return np.bincount(self.block, minlength=self.lr.n_spots)
+
+    @property
+    def factor(self) -> int:
+        """Degradation factor: LR over HR lattice spacing (2 for 2 x 2 blocks)."""
+        return max(1, round(self.lr.spacing_px / self.hr.spacing_px))
+
+    def lr_per_child(self, genes: list[str]) -> np.ndarray:
+        """``(n_lr, n_genes)`` LR counts divided by the number of children."""
+        return self.lr.expression(genes) / np.maximum(self.n_children, 1)[:, None]
+
+
+def uniform(lr_sdata, genes: list[str]) -> np.ndarray:
+    """Copy each pseudo-spot's counts, split equally, to its children. ``(n_hr, n_genes)``."""
+    sec = DegradedSection.from_sdata(lr_sdata)
+    return sec.lr_per_child(genes)[sec.block].astype(np.float64)
+
+
+def bicubic(lr_sdata, genes: list[str], *, min_mask: float = 0.2) -> np.ndarray:
+    """Cubic interpolation of the LR array grid at the HR spots (normalised convolution).
+
+    The LR values (log1p of counts per child) are laid on the LR lattice (block index of the
+    children's array positions), zero outside tissue; both the values and the in-tissue mask are
+    interpolated with cubic splines and divided. Where the interpolated mask is below
+    ``min_mask`` the uniform copy is used.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_hr, n_genes)`` predicted counts.
+    """
+    from scipy import ndimage
+
+    sec = DegradedSection.from_sdata(lr_sdata)
+    f = sec.factor
+    values = np.log1p(sec.lr_per_child(genes).astype(np.float64))
+    # Every child of a block has the same array position // f: that is the block's lattice cell.
+    lat_r = np.zeros(sec.lr.n_spots, dtype=np.int64)
+    lat_c = np.zeros(sec.lr.n_spots, dtype=np.int64)
+    lat_r[sec.block] = np.asarray(sec.rows, dtype=np.int64) // f
+    lat_c[sec.block] = np.asarray(sec.cols, dtype=np.int64) // f
+    has_child = sec.n_children > 0
+    r0, c0 = lat_r[has_child].min(), lat_c[has_child].min()
+    shape = (lat_r[has_child].max() - r0 + 1, lat_c[has_child].max() - c0 + 1)
+    grid = np.zeros((len(genes), *shape))
+    mask = np.zeros(shape)
+    grid[:, lat_r[has_child] - r0, lat_c[has_child] - c0] = values[has_child].T
+    mask[lat_r[has_child] - r0, lat_c[has_child] - c0] = 1.0
+    # HR cell x lies at LR lattice coordinate (x + 0.5) / f - 0.5 (block centres on integers).
+    q_r = (np.asarray(sec.rows, float) + 0.5) / f - 0.5 - r0
+    q_c = (np.asarray(sec.cols, float) + 0.5) / f - 0.5 - c0
+    at = np.vstack([q_r, q_c])
+    m = ndimage.map_coordinates(mask, at, order=3, mode="nearest")
+    out = np.stack([ndimage.map_coordinates(g, at, order=3, mode="nearest") for g in grid], 1)
+    out = out / np.maximum(m, min_mask)[:, None]
+    out = np.where(m[:, None] < min_mask, values[sec.block], out)
+    return np.expm1(np.clip(out, 0, None))
+
+
+def tesla(lr_sdata, genes: list[str], *, res: int = 50, k: int = 2,
+          num_nbs: int = 10) -> np.ndarray:
+    """TESLA's histology-weighted inverse-distance imputation at the HR spots.
+
+    Uses TESLA's ``extract_color`` (the mean colour of a ``res``-pixel window, RGB channels
+    weighted by their variance at the query points, grey at the known points, as in TESLA's
+    ``imputation``), scaled to the spread of the query positions as a third coordinate; each HR
+    spot averages the log1p LR values (per child) of its ``num_nbs`` nearest pseudo-spots in
+    that space with weights ``1 / d**k`` (``d`` relative to the nearest, +0.1 px).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_hr, n_genes)`` predicted counts.
+
+    Raises
+    ------
+    ImportError
+        Without ``TESLAforST`` (``pip install --no-deps TESLAforST opencv-python-headless``).
+    """
+    try:
+        from TESLA.calculate_dis import extract_color
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("The TESLA baseline needs TESLA's code: `pip install --no-deps "
+                          "TESLAforST opencv-python-headless`.") from e
+
+    sec = DegradedSection.from_sdata(lr_sdata)
+    known = np.log1p(sec.lr_per_child(genes).astype(np.float64))
+    img = np.asarray(sec.lr.image.data.compute() if hasattr(sec.lr.image.data, "compute")
+                     else sec.lr.image.data)
+    img = np.moveaxis(img[:3], 0, -1)
+    # TESLA indexes image[x, y] with x the row: the pixel row is its "x".
+    kx, ky = sec.lr.centres_px[:, 1].astype(int), sec.lr.centres_px[:, 0].astype(int)
+    qx, qy = sec.hr.centres_px[:, 1].astype(int), sec.hr.centres_px[:, 0].astype(int)
+    q_colour = np.asarray(extract_color(x_pixel=list(qx), y_pixel=list(qy), image=img, beta=res,
+                                        RGB=True))
+    k_colour = np.asarray(extract_color(x_pixel=list(kx), y_pixel=list(ky), image=img, beta=res,
+                                        RGB=False))
+    z_scale = max(np.std(qx), np.std(qy))
+    qz = (q_colour - q_colour.mean()) / q_colour.std() * z_scale
+    kz = (k_colour - k_colour.mean()) / k_colour.std() * z_scale
+    d = np.sqrt((qx[:, None] - kx[None]) ** 2 + (qy[:, None] - ky[None]) ** 2
+                + (qz[:, None] - kz[None]) ** 2)
+    nbs = np.argsort(d, axis=1, kind="stable")[:, :num_nbs]
+    dn = np.take_along_axis(d, nbs, axis=1) + 0.1
+    dn = dn / dn.min(1, keepdims=True)
+    w = 1.0 / dn**k
+    w = w / w.sum(1, keepdims=True)
+    return np.expm1(np.einsum("qn,qng->qg", w, known[nbs]))
+
+
+BASELINES = {"uniform": uniform, "bicubic": bicubic, "tesla": tesla}
+
+
+def score_predictions(lr_sdata, pred_counts: np.ndarray, genes: list[str]) -> dict:
+    """Protocol scores of predicted HR counts: renormalise to the LR blocks, log1p, score.
+
+    Parameters
+    ----------
+    lr_sdata
+        What ``ds.pp.degrade`` returns (LR table and HR truth).
+    pred_counts
+        ``(n_hr, n_genes)`` predicted counts at the HR spots, in ``hr_table``'s order.
+    genes
+        The genes of ``pred_counts``' columns.
+
+    Returns
+    -------
+    dict
+        Means over genes of ``PCC, NRMSE, SSIM, wPCC``, ``n_genes`` scored, and ``per_gene``
+        (score -> list over ``genes``, ``None`` for a gene a score skips).
+    """
+    sec = DegradedSection.from_sdata(lr_sdata)
+    pred_counts = np.asarray(pred_counts, dtype=np.float64)
+    if pred_counts.shape != (sec.hr.n_spots, len(genes)):
+        raise ValueError(f"Predictions have shape {pred_counts.shape}; expected "
+                         f"({sec.hr.n_spots} HR spots, {len(genes)} genes).")
+    pred = renormalise_to_blocks(pred_counts, sec.block, sec.lr.expression(genes))
+    truth = sec.hr.expression(genes).astype(np.float64)
+    per_gene = expression_scores(np.log1p(truth), np.log1p(pred), block=sec.block,
+                                 rows=sec.rows, cols=sec.cols)
+    out = {name: gene_mean(v) for name, v in per_gene.items()}
+    out["n_genes"] = int(np.isfinite(per_gene["PCC"]).sum())
+    out["per_gene"] = {name: [None if not np.isfinite(x) else float(x) for x in v]
+                       for name, v in per_gene.items()}
+    return out

@@ -1,0 +1,64 @@
+"""Spots over the H&E, coloured by a gene or the library size."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def spots(sdata, gene: str | None = None, *, table_key: str | None = None,
+          coordinate_system: str | None = None, image_key: str | None = None, cmap="viridis",
+          ax=None, show: bool | None = None, save=None, title: str | None = None):
+    """Draw the spots as discs of their true size over the H&E.
+
+    Parameters
+    ----------
+    sdata
+        A SpatialData (spots, table, H&E).
+    gene
+        Colour by this gene's log1p expression; by the log1p total counts if ``None``.
+    table_key, coordinate_system, image_key
+        See :func:`diffst_sc.io.section_view`.
+    cmap
+        Matplotlib colour map.
+    ax
+        Axes to draw into; a new figure if ``None``.
+    show, save
+        Show the figure / save it to this path (scanpy's convention).
+    title
+        Panel title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or None
+
+    Examples
+    --------
+    >>> ds.pl.spots(sdata, "ERBB2")  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Circle
+
+    from ..io import section_view
+    from ._utils import finish, he_backdrop, zoom_to
+
+    view = section_view(sdata, table_key=table_key, coordinate_system=coordinate_system,
+                        image_key=image_key)
+    x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
+    values = (view.expression([gene])[:, 0] if gene is not None
+              else np.asarray(x.sum(1)).ravel())
+    values = np.log1p(values)
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 5))
+    he, extent = he_backdrop(view)
+    ax.imshow(he, extent=extent)
+    discs = [Circle(tuple(c), view.diameter_px / 2) for c in view.centres_px]
+    coll = PatchCollection(discs, cmap=cmap, alpha=0.85, linewidth=0)
+    coll.set_array(values)
+    ax.add_collection(coll)
+    plt.colorbar(coll, ax=ax, fraction=0.046, label=f"log1p {gene or 'total counts'}")
+    zoom_to(ax, view)
+    ax.set_title(title or f"{view.name}: {gene or 'total counts'}")
+    ax.set_axis_off()
+    return finish(fig or ax.figure, show, save) if fig is not None else ax

@@ -1,0 +1,136 @@
+"""From section views to the arrays the model trains and samples on."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..io._view import SectionView
+from ..model._patches import SectionArrays
+from ..pp._grid import Grid, coverage_matrix, gaussian_weights, spread_values
+
+#: Expression is modelled as log1p of counts per 10,000 (section-median total) per unit area.
+_PER = 1e4
+
+
+@dataclass
+class ExpressionScaler:
+    """Maps one section's spot counts to the model's standardised log-density units and back.
+
+    Density = counts / footprint area, divided by the section's median total density (so that
+    sections sequenced at different depths look alike), times 10,000, then ``log1p`` and
+    standardised per gene with the mean and sd over the section's input spots.
+    """
+
+    section_scale: float
+    mu: np.ndarray
+    sd: np.ndarray
+
+    @classmethod
+    def fit(cls, counts: np.ndarray, totals: np.ndarray, area_um2: float) -> ExpressionScaler:
+        """Statistics of the input spots: ``counts`` (n, G) of the modelled genes, ``totals`` (n,)."""
+        scale = float(np.median(totals / area_um2))
+        if not np.isfinite(scale) or scale <= 0:
+            scale = float(np.mean(totals / area_um2)) or 1.0
+        log = np.log1p(counts / area_um2 / scale * _PER)
+        sd = np.maximum(log.std(0), 0.1)
+        return cls(scale, log.mean(0).astype(np.float32), sd.astype(np.float32))
+
+    def density(self, counts: np.ndarray, area_um2: float) -> np.ndarray:
+        """Counts per footprint of ``area_um2`` to normalised density (model's linear units)."""
+        return (np.asarray(counts, np.float64) / area_um2 / self.section_scale * _PER).astype(np.float32)
+
+    def to_model(self, counts: np.ndarray, area_um2: float) -> np.ndarray:
+        """Counts per footprint to standardised log-density."""
+        return ((np.log1p(self.density(counts, area_um2)) - self.mu) / self.sd).astype(np.float32)
+
+    def to_counts(self, z: np.ndarray, area_um2: float, gene_axis: int = 0) -> np.ndarray:
+        """Model units back to counts per footprint of ``area_um2``; genes along ``gene_axis``."""
+        shape = [1] * np.ndim(z)
+        shape[gene_axis] = -1
+        v = np.expm1(z * self.sd.reshape(shape) + self.mu.reshape(shape)).clip(0, None)
+        return (v * self.section_scale / _PER * area_um2).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        d = asdict(self)
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+
+
+def disc_area_um2(view: SectionView) -> float:
+    """Footprint area of one spot of ``view`` in square micrometres."""
+    return float(np.pi * (view.spot_diameter_um / 2) ** 2)
+
+
+def scaler_for(view: SectionView, genes: list[str]) -> ExpressionScaler:
+    """The expression scaler of a section's input spots."""
+    x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
+    totals = np.asarray(x.sum(1)).ravel()
+    return ExpressionScaler.fit(view.expression(genes), totals, disc_area_um2(view))
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """How a section is rasterised for the model (all relative to the input spot spacing)."""
+
+    pixel_fraction: float = 0.25
+    he_factor: int = 4
+    cell_um: float = 1.0
+    margin_spacings: float = 1.0
+
+    def grid_for(self, view: SectionView, pixel_px: float | None = None) -> Grid:
+        """The grid over ``view``'s spots; pixel ``pixel_fraction`` x spacing unless given."""
+        pixel_px = pixel_px or self.pixel_fraction * view.spacing_px
+        return Grid.around(view.centres_px, pixel_px, self.margin_spacings * view.spacing_px)
+
+
+def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid,
+                     spec: GridSpec) -> SectionArrays:
+    """Conditioning arrays of a section on ``grid`` (the input spots act as LR)."""
+    from ..pp._histology import tissue_mask
+
+    z = scaler.to_model(view.expression(genes), disc_area_um2(view))
+    w = gaussian_weights(view.centres_px, grid, sigma_px=view.spacing_px / 2)
+    lr, _ = spread_values(z, w, grid)
+    cov = np.asarray(coverage_matrix(view.centres_px, view.diameter_px, grid).sum(0)).ravel()
+    lr_mask = np.clip(cov, 0, 1).reshape(1, grid.height, grid.width).astype(np.float32)
+    bbox = (grid.x0, grid.y0, grid.x0 + grid.width * grid.pixel, grid.y0 + grid.height * grid.pixel)
+    pixel_um = grid.pixel * view.microns_per_pixel
+    he = view.image_at(pixel_um / spec.he_factor, bbox)
+    he = _fit_shape(he, (grid.height * spec.he_factor, grid.width * spec.he_factor))
+    cells = view.image_at(spec.cell_um, bbox)
+    tissue = tissue_mask(_block_mean(he, spec.he_factor))
+    near = np.asarray(w.sum(0)).ravel().reshape(grid.height, grid.width) > 0.05
+    return SectionArrays(lr=lr, lr_mask=lr_mask, he=he,
+                         cells_image=(cells * 255).round().astype(np.uint8),
+                         tissue=tissue & near)
+
+
+def training_arrays(lr_view: SectionView, hr_view: SectionView, genes: list[str],
+                    spec: GridSpec) -> SectionArrays:
+    """A self-supervised or supervised pair: LR spots as input, HR spots as the target."""
+    scaler = scaler_for(lr_view, genes)
+    grid = spec.grid_for(lr_view)
+    arrays = condition_arrays(lr_view, genes, scaler, grid, spec)
+    z_hr = scaler.to_model(hr_view.expression(genes), disc_area_um2(hr_view))
+    # The target is known inside the HR footprints; a narrow kernel fills their pixels.
+    sigma = max(hr_view.diameter_px / 2, grid.pixel / 2)
+    w = gaussian_weights(hr_view.centres_px, grid, sigma_px=sigma)
+    target, support = spread_values(z_hr, w, grid)
+    arrays.target = target
+    arrays.weight = np.clip(support, 0, 1)[None].astype(np.float32)
+    return arrays
+
+
+def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
+    c, h, w = a.shape
+    return a[:, : h // k * k, : w // k * k].reshape(c, h // k, k, w // k, k).mean((2, 4))
+
+
+def _fit_shape(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Crop or pad (white) ``(3, y, x)`` to ``shape`` (rounding can differ by a pixel)."""
+    out = np.ones((a.shape[0], *shape), np.float32)
+    h, w = min(shape[0], a.shape[1]), min(shape[1], a.shape[2])
+    out[:, :h, :w] = a[:, :h, :w]
+    return out

@@ -1,0 +1,213 @@
+"""``ds.tl.fit``: train the cross-modal diffusion model on one or several sections."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..io._checks import warn_if_not_counts
+from ..io._view import section_view
+from ._data import GridSpec, training_arrays
+from ._inputs import as_sdata_list, remember_model
+
+#: Training budgets per preset (the network's sizes come from ``model.preset``).
+TRAINING_PRESETS = {
+    "cpu-small": {"max_steps": 1500, "batch_size": 8, "patch_size": 32, "lr": 1e-3},
+    "gpu-large": {"max_steps": 30000, "batch_size": 32, "patch_size": 64, "lr": 2e-4},
+}
+
+
+def fit(
+    data,
+    image=None,
+    *,
+    genes: list[str] | None = None,
+    n_genes: int = 100,
+    table_key: str | None = None,
+    image_key: str | None = None,
+    img_key: str | None = None,
+    coordinate_system: str | None = None,
+    preset: str = "cpu-small",
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    graph_key: str = "diffst_coexpr",
+    prediction: str = "x0",
+    progress: bool = True,
+    **config,
+):
+    """Train a Diff-ST model: spot expression + H&E -> fine gene maps.
+
+    Each section's measured spots are summed into coarser pseudo-spots (``ds.pp.degrade``); the
+    model learns, guided by the H&E, to recover the measured spots from them, and is then applied
+    one scale finer by :func:`superresolve`. Sections given together are learned jointly.
+
+    Parameters
+    ----------
+    data
+        A SpatialData (spots, a table annotating them, an H&E), a list of them, or an AnnData in
+        scanpy's layout (with ``image`` or ``img_key``).
+    image
+        The H&E as an array, with AnnData input.
+    genes
+        Genes to model; by default the ``n_genes`` most expressed (``ds.pp.select_genes``).
+    n_genes
+        How many genes to pick when ``genes`` is not given.
+    table_key, image_key, img_key, coordinate_system
+        Which table, image and coordinate system to use (see ``ds.io.section_view``).
+    preset
+        ``"cpu-small"`` (minutes on a laptop) or ``"gpu-large"``.
+    max_steps, batch_size
+        Override the preset's training budget.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ...
+    seed
+        Seed of the weights, the patches and the noise: the same seed gives the same model.
+    checkpoint_dir
+        Save checkpoints there; an interrupted fit called again with the same folder resumes.
+    graph_key
+        ``table.varp`` key of the gene co-expression graph (built if absent).
+    prediction
+        What the network predicts: ``"x0"``, ``"eps"`` or ``"v"``.
+    **config
+        Overrides of the network configuration (``ds.model.NetConfig`` fields, e.g.
+        ``use_gene_graph=False``) and ``deterministic=True`` for the non-diffusion ablation.
+
+    Returns
+    -------
+    DiffST
+        The fitted model, also recorded with ``data`` so that ``ds.tl.superresolve(data)``
+        finds it.
+
+    Examples
+    --------
+    >>> sdata = ds.io.read_legacy_st("her2st/C2")  # doctest: +SKIP
+    >>> model = ds.tl.fit(sdata, max_steps=500)  # doctest: +SKIP
+    """
+    import torch
+
+    from .. import pp
+    from ..model import DiffusionConfig, TrainerConfig, fit_model, preset as net_preset
+    from ._diffst import DiffST
+
+    if preset not in TRAINING_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {list(TRAINING_PRESETS)}.")
+    budget = dict(TRAINING_PRESETS[preset])
+    sdatas, _ = as_sdata_list(data, image, img_key)
+    kw = {"table_key": table_key, "image_key": image_key, "coordinate_system": coordinate_system}
+    views = [section_view(s, **kw) for s in sdatas]
+    for v in views:
+        x = v.adata.X if v.layer is None else v.adata.layers[v.layer]
+        from ..io._checks import check_counts
+
+        warn_if_not_counts(check_counts(x), where=f"section {v.name!r}")
+    if genes is None:
+        genes = pp.select_genes(sdatas if len(sdatas) > 1 else sdatas[0], n_top=n_genes,
+                                table_key=table_key)
+    genes = [str(g) for g in genes]
+    for v in views:
+        missing = [g for g in genes if g not in set(v.genes)]
+        if missing:
+            raise KeyError(f"Section {v.name!r} lacks {len(missing)} of the genes, e.g. "
+                           f"{missing[:5]}. Pass genes measured in every section.")
+
+    graph = _gene_graph(sdatas, views, genes, graph_key, table_key)
+    spec = GridSpec()
+    sections = _training_sections(sdatas, views, genes, spec, kw)
+
+    diff_keys = {"deterministic", "schedule", "num_train_steps"}
+    diff_cfg = DiffusionConfig(prediction=prediction,
+                               **{k: config.pop(k) for k in list(config) if k in diff_keys})
+    for k in [k for k in config if k in ("lr", "patch_size")]:
+        budget[k] = config.pop(k)
+    net_cfg = net_preset(preset, len(genes), **config)
+    budget["max_steps"] = int(max_steps or budget["max_steps"])
+    budget["batch_size"] = int(batch_size or budget["batch_size"])
+    training = {"preset": preset, "seed": seed, "sections": [v.name for v in views], **budget}
+
+    torch.manual_seed(seed)
+    model = DiffST(genes, net_cfg, diff_cfg, spec, graph=graph, training=training)
+    sampler = _patch_sampler(sections, net_cfg, budget)
+    tcfg = TrainerConfig(lr=budget["lr"], max_steps=budget["max_steps"],
+                         batch_size=budget["batch_size"], seed=seed, progress=progress,
+                         checkpoint_every=max(50, budget["max_steps"] // 5))
+    result = fit_model(model.module, _loss_fn(model), sampler, tcfg, device=device,
+                       checkpoint_dir=checkpoint_dir,
+                       before_step=[_cell_curriculum(net_cfg.n_cells, budget["max_steps"])])
+    result.ema.copy_to(model.module)
+    model.module.to("cpu")
+    model.history = list(result.history)
+    remember_model(data, model)
+    remember_model(sdatas, model)
+    return model
+
+
+def _gene_graph(sdatas, views, genes, key, table_key) -> np.ndarray:
+    """The co-expression graph of ``genes``: each section's, averaged over sections."""
+    from .. import pp
+
+    mats = []
+    for s, v in zip(sdatas, views, strict=True):
+        table = v.adata
+        params = table.uns.get(key, {})
+        if key not in table.varp or list(params.get("genes", [])) != genes:
+            if key in table.varp:
+                warnings.warn(f"Rebuilding table.varp[{key!r}] of section {v.name!r} for the "
+                              "model's genes.", UserWarning, stacklevel=3)
+            pp.coexpression_graph(s, genes=genes, key_added=key, table_key=v.table_key)
+        idx = table.var_names.get_indexer(genes)
+        m = table.varp[key]
+        m = m.toarray() if hasattr(m, "toarray") else np.asarray(m)
+        mats.append(m[np.ix_(idx, idx)])
+    return np.mean(mats, axis=0).astype(np.float32)
+
+
+def _training_sections(sdatas, views, genes, spec, kw):
+    """Self-supervised pairs: each section degraded to pseudo-spots (input) -> its spots (target)."""
+    from .. import pp
+
+    sections = []
+    for s, v in zip(sdatas, views, strict=True):
+        pair = pp.degrade(s, table_key=v.table_key, coordinate_system=v.coordinate_system)
+        lr = section_view(pair, table_key="table", coordinate_system=v.coordinate_system,
+                          microns_per_pixel=v.microns_per_pixel)
+        if lr.n_spots < 2:
+            raise ValueError(f"Section {v.name!r} has too few spots ({v.n_spots}) to learn from: "
+                             "at least a few dozen measured spots are needed.")
+        sections.append(training_arrays(lr, v, genes, spec))
+    return sections
+
+
+def _patch_sampler(sections, net_cfg, budget):
+    from ..model import PatchSampler
+
+    return PatchSampler(sections, patch_size=budget["patch_size"], n_cells=net_cfg.n_cells,
+                        cell_size=net_cfg.cell_size, batch_size=budget["batch_size"])
+
+
+_COND_KEYS = ("lr", "lr_mask", "he", "cells", "cell_xy", "cell_entropy")
+
+
+def _loss_fn(model):
+    diffusion = model.diffusion
+
+    def loss(module, batch, generator):
+        cond = {k: batch[k] for k in _COND_KEYS}
+        total, logs = diffusion.loss(module, batch["x0"], cond, batch["weight"], generator)
+        return total, logs
+
+    return loss
+
+
+def _cell_curriculum(n_cells: int, max_steps: int):
+    """Grow the number of attended sub-patches from a quarter to all over the first half."""
+
+    def hook(step, module):
+        frac = min(1.0, step / max(1, max_steps // 2))
+        module.set_active_cells(max(1, round(n_cells * (0.25 + 0.75 * frac))))
+
+    return hook

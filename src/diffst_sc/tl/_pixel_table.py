@@ -1,0 +1,43 @@
+"""A table of super-resolved pixels, so that scanpy and squidpy analyses run on them."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+
+def add_pixel_table(sdata, view, genes, mean, grid, key: str, image_px: int = 2000) -> None:
+    """Add ``tables[key + "_table"]`` (tissue pixels x genes) annotating ``shapes[key + "_pixels"]``.
+
+    The AnnData has ``obsm['spatial']`` (pixel centres in full-resolution H&E pixels) and the H&E
+    in ``uns['spatial'][key]`` (``images['hires']`` with its scale factor), the layout of
+    ``sc.pl.spatial`` and ``sq.pl.spatial_scatter``.
+    """
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import get_transformation
+
+    g, h, w = mean.shape
+    flat = mean.reshape(g, h * w).T
+    keep = flat.sum(1) > 0
+    centres = grid.pixel_centres()[keep]
+    ids = np.nonzero(keep)[0]
+    to_cs = get_transformation(sdata.images[view.image_key],
+                               to_coordinate_system=view.coordinate_system)
+    shapes_key, table_key = key + "_pixels", key + "_table"
+    sdata.shapes[shapes_key] = ShapesModel.parse(
+        centres, geometry=0, radius=np.full(len(ids), grid.pixel / 2), index=ids,
+        transformations={view.coordinate_system: to_cs})
+    obs = pd.DataFrame({"region": pd.Categorical([shapes_key] * len(ids)), "pixel_id": ids,
+                        "grid_row": ids // w, "grid_col": ids % w}, index=ids.astype(str))
+    adata = ad.AnnData(X=flat[keep].astype(np.float32), obs=obs,
+                       var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
+    adata.obsm["spatial"] = centres
+    scale = min(1.0, image_px / max(view.image.shape[1:]))
+    he = view.image_at(view.microns_per_pixel / scale)
+    adata.uns["spatial"] = {key: {
+        "images": {"hires": np.moveaxis(he, 0, -1)},
+        "scalefactors": {"tissue_hires_scalef": scale, "spot_diameter_fullres": grid.pixel},
+    }}
+    sdata.tables[table_key] = TableModel.parse(adata, region=shapes_key, region_key="region",
+                                               instance_key="pixel_id")

@@ -1,0 +1,73 @@
+"""Shared fixtures: the real datasets in ../shared/data (see its README.md), skipped if absent."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+#: ../shared/data relative to the repository root.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (the project's shared/data folder, next to "
+                    "the repository); these tests need it")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real datasets, ``../shared/data`` from the repository root."""
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def her2st_dir(shared_data) -> Path:
+    """Folder with the her2st sections B4, C2, C3 (legacy ST) and genes_bench.txt."""
+    return _require(shared_data / "her2st")
+
+
+@pytest.fixture(scope="session")
+def bench_genes(her2st_dir) -> list[str]:
+    """The benchmark's 100 genes (BENCHMARK.md, step 2)."""
+    path = _require(her2st_dir / "genes_bench.txt")
+    return [g.strip() for g in path.read_text().splitlines() if g.strip()]
+
+
+@pytest.fixture(scope="session")
+def her2st_c2(her2st_dir):
+    """her2st section C2 read by ``ds.io.read_legacy_st`` (shared: copy before changing it)."""
+    import diffst_sc as ds
+
+    return ds.io.read_legacy_st(_require(her2st_dir / "C2"))
+
+
+@pytest.fixture(scope="session")
+def visium_tiny_dir(shared_data) -> Path:
+    """A tiny Space Ranger output folder (100 spots x 100 genes, human heart)."""
+    return _require(shared_data / "visium_tiny")
+
+
+@pytest.fixture(scope="session")
+def mouse_brain_dir(shared_data) -> Path:
+    """Visium mouse brain crop in scanpy format (normalised values) and its H&E."""
+    return _require(shared_data / "visium_mouse_brain_crop")
+
+
+@pytest.fixture(scope="session")
+def xenium_zarr(shared_data) -> Path:
+    """The Xenium breast cancer crop, a SpatialData zarr store."""
+    return _require(shared_data / "xenium_breast_crop" / "xenium_sp_subset.zarr")
+
+
+@pytest.fixture(scope="session")
+def xenium_sdata(xenium_zarr):
+    """The Xenium crop read by ``spatialdata.read_zarr`` (shared: do not change it)."""
+    import spatialdata as sd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the store is zarr v2: spatialdata says so, harmlessly
+        return sd.read_zarr(xenium_zarr)
