@@ -222,3 +222,19 @@ def test_transcripts_bad_parameters(xenium_sdata):
         ds.pp.degrade(xenium_sdata, mode="transcripts", genes=["LUM", "NOTAGENE"])
     with pytest.raises(ValueError, match="array positions"):
         ds.pp.degrade(xenium_sdata, mode="square")
+
+
+def test_transcripts_result_round_trips_through_zarr(xenium_sdata, tmp_path):
+    import spatialdata as sd
+
+    out = ds.pp.degrade(xenium_sdata, spot_diameter_um=20.0, spot_spacing_um=30.0)
+    ds.pp.coexpression_graph(out, k=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr's notices about its next release's defaults
+        out.write(tmp_path / "pair.zarr")
+        back = sd.read_zarr(tmp_path / "pair.zarr")
+    assert set(back.images) == {"he", "hr_truth"} and set(back.tables) == {"table", "hr_table"}
+    np.testing.assert_array_equal(back.tables["table"].X.toarray(),
+                                  out.tables["table"].X.toarray())
+    assert back.tables["table"].uns["diffst_degrade"]["mode"] == "transcripts"
+    assert ds.io.section_view(back).n_spots == out.tables["table"].n_obs

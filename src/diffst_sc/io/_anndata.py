@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import check_rgb
-from ._view import SECTION_UNS_KEY, VISIUM_SPOT_SPACING_UM, lattice_spacing_px, spot_spacing
 from ._spatialdata import build_sdata
+from ._view import SECTION_UNS_KEY, VISIUM_SPOT_SPACING_UM, lattice_spacing_px, spot_spacing
 
 
 def from_anndata(adata, image=None, *, img_key: str | None = None, library_id: str | None = None,

@@ -40,7 +40,6 @@ def build_sdata(*, counts, genes, obs: pd.DataFrame, centres_px, diameter_px, im
         scale_factors=image_scale_factors(img.shape[1:]), transformations=transform,
         chunks=(img.shape[0], 2048, 2048),
     )
-    _persist_levels(image)
     ids = np.arange(len(obs))
     circles = ShapesModel.parse(
         np.asarray(centres_px, float), geometry=0,
@@ -61,11 +60,3 @@ def build_sdata(*, counts, genes, obs: pd.DataFrame, centres_px, diameter_px, im
     return SpatialData(images={IMAGE_KEY: image}, shapes={SHAPES_KEY: circles},
                        tables={TABLE_KEY: table})
 
-
-def _persist_levels(image) -> None:
-    """Compute an in-memory pyramid once, so that reading a coarse level does not redo it."""
-    if not hasattr(image, "children"):
-        return
-    for name in image.children:
-        arr = image[name]["image"]
-        image[name]["image"] = arr.copy(data=arr.data.persist())

@@ -51,7 +51,9 @@ def degrade(
         (x // factor, y // factor). ``"hex"``: Visium's hexagonal lattice (``array_row``,
         ``array_col``): hexagons of ``factor - 1`` rings (``factor=2``: a spot and its 6
         neighbours). ``"transcripts"``: bin transcripts into ``hr_pixel_um`` pixels (truth) and
-        count them in ``spot_diameter_um`` discs on a ``spot_spacing_um`` hexagonal lattice.
+        count them in ``spot_diameter_um`` discs on a ``spot_spacing_um`` hexagonal lattice
+        centred on the grid (discs whose centre is off the grid, or that hold no transcript,
+        are left out; transcripts off the grid, which covers the H&E, count for neither).
         ``"auto"``: spots with array positions -> ``"hex"`` when all lie on one parity of
         ``array_row + array_col`` (Visium), else ``"square"``; otherwise transcripts.
     factor
@@ -116,11 +118,55 @@ def _auto_mode(sdata, table_key) -> str:
         return "hex" if _is_hex_lattice(obs["array_row"], obs["array_col"]) else "square"
     if len(sdata.points):
         return "transcripts"
+    if obs is not None and len(obs) > 1:
+        from ..io._view import section_view
+
+        view = section_view(sdata, table_key=table_key)
+        return "hex" if infer_array_positions(view.centres_px)[2] else "square"
     raise ValueError(
         "Cannot tell how to degrade this SpatialData: its table has no `array_row`/`array_col` "
         "(spot array positions) and it has no transcripts (points). Add the array positions to "
         "`table.obs`, or pass `mode=` ('square', 'hex' or 'transcripts')."
     )
+
+
+def infer_array_positions(centres_px: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Array (row, col) of spots from their centres, for tables that do not record them.
+
+    The lattice is taken as aligned with the image axes (as legacy ST and Visium slides are).
+    A hexagonal lattice (six neighbours) gets Visium's doubled column layout, so that
+    ``(row + col)`` has one parity; a square one gets plain indices.
+
+    Returns
+    -------
+    row, col
+        Integer positions.
+    is_hex
+        Whether the lattice is hexagonal.
+    """
+    from scipy.spatial import cKDTree
+
+    from ..io._view import spot_spacing
+
+    spacing = spot_spacing(centres_px)
+    tree = cKDTree(centres_px)
+    n_nb = np.array([len(p) - 1 for p in tree.query_ball_point(centres_px, 1.2 * spacing)])
+    is_hex = bool(np.median(n_nb[n_nb > 0]) > 4) if (n_nb > 0).any() else False
+    xy = centres_px - centres_px.min(0)
+    if not is_hex:
+        col, row = np.round(xy / spacing).astype(int).T
+        return row, col, False
+    best = None
+    for a, b in ((1, 0), (0, 1)):  # rows along y (Visium's usual layout) or along x
+        r = xy[:, a] / (spacing * np.sqrt(3) / 2)
+        c = xy[:, b] / (spacing / 2)
+        rr = np.round(r).astype(int)
+        cc = np.round(c).astype(int)
+        cc += (rr + cc - (rr[0] + cc[0])) % 2  # one parity, as on Visium's array
+        resid = np.abs(r - rr).mean()
+        if best is None or resid < best[0]:
+            best = (resid, rr, cc)
+    return best[1], best[2], True
 
 
 def _is_hex_lattice(row, col) -> bool:
@@ -148,14 +194,17 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
     if factor < 2:
         raise ValueError(f"factor must be at least 2 to coarsen the spots, got {factor}.")
     table_key = _pick_table(sdata, table_key)
-    missing = [c for c in ("array_row", "array_col") if c not in sdata.tables[table_key].obs]
-    if missing:
-        raise ValueError(f"mode={mode!r} needs the spots' array positions in table.obs; "
-                         f"{missing} are missing. Add them (Space Ranger's array_row/array_col, "
-                         "or legacy ST's y/x), or use mode='transcripts' for subcellular data.")
     view = section_view(sdata, table_key=table_key, coordinate_system=coordinate_system,
                         image_key=image_key)
     adata = view.adata
+    if {"array_row", "array_col"} <= set(adata.obs.columns):
+        row = adata.obs["array_row"].to_numpy(int)
+        col = adata.obs["array_col"].to_numpy(int)
+    else:
+        row, col, is_hex = infer_array_positions(view.centres_px)
+        if is_hex != (mode == "hex"):
+            raise ValueError(f"mode={mode!r} but the spots lie on a "
+                             f"{'hexagonal' if is_hex else 'square'} lattice; use mode='auto'.")
     genes = list(map(str, adata.var_names)) if genes is None else select_genes(adata, genes=genes)
     gidx = pd.Index(map(str, adata.var_names)).get_indexer(genes)
     x = adata.X if view.layer is None else adata.layers[view.layer]
@@ -163,8 +212,6 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
     where = f"table {view.table_key!r}"
     warn_if_not_counts(check_counts(x, where=where), where=where)
 
-    row = adata.obs["array_row"].to_numpy(int)
-    col = adata.obs["array_col"].to_numpy(int)
     if mode == "square":
         parent_rc = np.c_[row // factor, col // factor]
         n_children = factor * factor
@@ -520,12 +567,9 @@ def _pseudo_spots(grid: _Grid, xy_cs, um_per_cs, diameter_um, spacing_um):
 
 
 def _lattice_indices(sites, site_rc) -> np.ndarray:
-    """(array_row, array_col) of the kept sites, shifted so that the smallest is 0."""
+    """(array_row, array_col) of the kept sites in Visium's doubled layout, smallest at 0."""
     rc = np.asarray(site_rc)[sites]
-    rows = rc[:, 0] - rc[:, 0].min()
-    # keep the parity of the doubled layout: shift columns by an even number
-    shift = rc[:, 1].min() - (rc[:, 1].min() % 2) - (rc[:, 0].min() % 2)
-    return np.c_[rows, rc[:, 1] - shift]
+    return rc - rc.min(axis=0)
 
 
 def _hr_pixels_table(hr, genes, grid: _Grid, lr_centres_cs, to_px, cs, he_um, hr_pixel_um,

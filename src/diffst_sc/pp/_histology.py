@@ -40,9 +40,12 @@ def resample_image(levels: list, microns_per_pixel: float, target_um: float,
     out_h = max(1, round((y1 - y0) * microns_per_pixel / target_um))
     # The coarsest level still at least as fine as the target, so resizing only shrinks.
     best, f = 0, 1.0
+    base_cost = _graph_layers(levels[0])
     for i, lev in enumerate(levels):
         fi = full_h / lev.shape[1]
-        if microns_per_pixel * fi <= target_um * 1.0001:
+        # A level computed lazily from the full image (an in-memory pyramid) costs more to read
+        # than the full image itself; stored levels cost no more than it.
+        if microns_per_pixel * fi <= target_um * 1.0001 and _graph_layers(lev) <= base_cost:
             best, f = i, fi
     lev = levels[best]
     data = getattr(lev, "data", lev)
@@ -61,6 +64,12 @@ def resample_image(levels: list, microns_per_pixel: float, target_um: float,
         # PIL's filters widen with the reduction factor, so shrinking is anti-aliased, and fast.
         win = np.asarray(Image.fromarray(win).resize((out_w, out_h), Image.BILINEAR))
     return np.ascontiguousarray(np.moveaxis(win, -1, 0), dtype=np.float32) / 255.0
+
+
+def _graph_layers(level) -> int:
+    data = getattr(level, "data", level)
+    graph = getattr(data, "dask", None)
+    return len(graph.layers) if graph is not None and hasattr(graph, "layers") else 0
 
 
 def tissue_mask(he: np.ndarray) -> np.ndarray:

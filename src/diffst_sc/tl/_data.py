@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..io._view import SectionView
-from ..model._patches import SectionArrays
 from ..pp._grid import Grid, coverage_matrix, gaussian_weights, spread_values
 
 #: Expression is modelled as log1p of counts per 10,000 (section-median total) per unit area.
@@ -86,8 +85,9 @@ class GridSpec:
 
 
 def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid,
-                     spec: GridSpec) -> SectionArrays:
-    """Conditioning arrays of a section on ``grid`` (the input spots act as LR)."""
+                     spec: GridSpec):
+    """Conditioning arrays (a ``model.SectionArrays``) of a section on ``grid`` (input spots as LR)."""
+    from ..model._patches import SectionArrays
     from ..pp._histology import tissue_mask
 
     z = scaler.to_model(view.expression(genes), disc_area_um2(view))
@@ -108,7 +108,7 @@ def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScal
 
 
 def training_arrays(lr_view: SectionView, hr_view: SectionView, genes: list[str],
-                    spec: GridSpec) -> SectionArrays:
+                    spec: GridSpec):
     """A self-supervised or supervised pair: LR spots as input, HR spots as the target."""
     scaler = scaler_for(lr_view, genes)
     grid = spec.grid_for(lr_view)

@@ -160,9 +160,8 @@ def _gene_graph(sdatas, views, genes, key, table_key) -> np.ndarray:
                               "model's genes.", UserWarning, stacklevel=3)
             pp.coexpression_graph(s, genes=genes, key_added=key, table_key=v.table_key)
         idx = table.var_names.get_indexer(genes)
-        m = table.varp[key]
-        m = m.toarray() if hasattr(m, "toarray") else np.asarray(m)
-        mats.append(m[np.ix_(idx, idx)])
+        m = table.varp[key][idx][:, idx]
+        mats.append(m.toarray() if hasattr(m, "toarray") else np.asarray(m))
     return np.mean(mats, axis=0).astype(np.float32)
 
 
@@ -172,7 +171,8 @@ def _training_sections(sdatas, views, genes, spec, kw):
 
     sections = []
     for s, v in zip(sdatas, views, strict=True):
-        pair = pp.degrade(s, table_key=v.table_key, coordinate_system=v.coordinate_system)
+        pair = pp.degrade(s, table_key=v.table_key, coordinate_system=v.coordinate_system,
+                          image_key=v.image_key)
         lr = section_view(pair, table_key="table", coordinate_system=v.coordinate_system,
                           microns_per_pixel=v.microns_per_pixel)
         if lr.n_spots < 2:

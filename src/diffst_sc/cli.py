@@ -1,0 +1,157 @@
+"""The ``diffst`` command: run the demo, fit a model, super-resolve a SpatialData store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_EPILOG = "Run 'diffst COMMAND --help' for the options of one command."
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``diffst`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+        print(f"diffst {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="diffst",
+        description="Super-resolve spatial transcriptomics with the H&E image (Diff-ST).",
+        epilog=_EPILOG)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="fit and super-resolve the embedded her2st demo section",
+                       description="Fit a model on the embedded HER2+ breast cancer section, "
+                       "super-resolve it, and write a zarr store and PNG figures.")
+    d.add_argument("--out", default="diffst_output", help="output folder (default: %(default)s)")
+    d.add_argument("--max-steps", type=int, default=None,
+                   help="training steps (default: the cpu-small preset's)")
+    d.add_argument("--n-samples", type=int, default=8, help="samples per tile (default: 8)")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    d.set_defaults(run=_demo)
+
+    f = sub.add_parser("fit", help="fit a model on one or more SpatialData zarr stores",
+                       description="Fit a Diff-ST model on the spots and H&E of each store and "
+                       "save it to a folder (config.json + model.pt).")
+    f.add_argument("stores", nargs="+", help="SpatialData zarr stores (one per section)")
+    f.add_argument("--model", required=True, help="folder to save the model into")
+    f.add_argument("--genes", help="text file with one gene per line (default: top expressed)")
+    f.add_argument("--n-genes", type=int, default=100, help="genes to pick if --genes is not "
+                   "given (default: 100)")
+    f.add_argument("--preset", default="cpu-small", choices=["cpu-small", "gpu-large"])
+    f.add_argument("--max-steps", type=int, default=None)
+    f.add_argument("--table-key", default=None)
+    f.add_argument("--coordinate-system", default=None)
+    f.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoints here; rerun with the same folder to resume")
+    f.add_argument("--device", default="auto")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    f.set_defaults(run=_fit)
+
+    s = sub.add_parser("superresolve", help="add super-resolved layers to a zarr store",
+                       description="Super-resolve a section with a saved model and write the "
+                       "layers KEY and KEY_std into the store.")
+    s.add_argument("store", help="SpatialData zarr store")
+    s.add_argument("--model", required=True, help="folder written by 'diffst fit'")
+    s.add_argument("--key", default="diffst", help="name of the new layer (default: diffst)")
+    s.add_argument("--pixel-size-um", type=float, default=None)
+    s.add_argument("--n-samples", type=int, default=8)
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--table-key", default=None)
+    s.add_argument("--coordinate-system", default=None)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace existing layers")
+    s.set_defaults(run=_superresolve)
+    return p
+
+
+def _demo(args) -> int:
+    import shutil
+
+    import diffst_sc as ds
+
+    out = Path(args.out)
+    if out.exists():
+        if not args.overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite or choose --out.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    print("Reading the embedded her2st C2 section (Andersson et al., Nat Commun 2021) ...")
+    sdata = ds.datasets.her2st_demo()
+    genes = ds.pp.select_genes(sdata, n_top=50)
+    ds.pl.spots(sdata, "ERBB2", save=out / "spots_ERBB2.png", show=False)
+    print(f"Fitting a model on {len(genes)} genes ...")
+    model = ds.tl.fit(sdata, genes=genes, max_steps=args.max_steps, device=args.device)
+    model.save(out / "model")
+    ds.pl.training_loss(model, save=out / "training_loss.png", show=False)
+    print("Super-resolving ...")
+    ds.tl.superresolve(sdata, n_samples=args.n_samples, device=args.device, add_pixel_table=True)
+    show = [g for g in ("ERBB2", "IGKC", "COL1A1") if g in genes] or genes[:2]
+    ds.pl.superresolved(sdata, show, save=out / "superresolved.png", show=False)
+    sdata.write(out / "her2st_c2.zarr")
+    err = sdata.tables["table"].uns["diffst"]["consistency_error"]
+    print(f"Consistency with the measured spots: {100 * err:.2f}% relative error.")
+    print(f"Wrote {out / 'her2st_c2.zarr'}, {out / 'model'} and figures "
+          f"{', '.join(p.name for p in sorted(out.glob('*.png')))} in {out}/")
+    return 0
+
+
+def _read_genes(path):
+    if path is None:
+        return None
+    return [g.strip() for g in Path(path).read_text().splitlines() if g.strip()]
+
+
+def _fit(args) -> int:
+    import spatialdata as sd
+
+    import diffst_sc as ds
+
+    target = Path(args.model)
+    if target.exists() and any(target.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite or choose another --model.")
+    sdatas = [sd.read_zarr(p) for p in args.stores]
+    model = ds.tl.fit(sdatas if len(sdatas) > 1 else sdatas[0], genes=_read_genes(args.genes),
+                      n_genes=args.n_genes, preset=args.preset, max_steps=args.max_steps,
+                      table_key=args.table_key, coordinate_system=args.coordinate_system,
+                      checkpoint_dir=args.checkpoint_dir, device=args.device, seed=args.seed)
+    model.save(target, overwrite=args.overwrite)
+    print(f"Saved {model} to {target}")
+    return 0
+
+
+def _superresolve(args) -> int:
+    import spatialdata as sd
+
+    import diffst_sc as ds
+
+    sdata = sd.read_zarr(args.store)
+    model = ds.DiffST.load(args.model)
+    names = [args.key, args.key + "_std"]
+    ds.tl.superresolve(sdata, model, key_added=args.key, pixel_size_um=args.pixel_size_um,
+                       n_samples=args.n_samples, steps=args.steps, seed=args.seed,
+                       overwrite=args.overwrite, table_key=args.table_key,
+                       coordinate_system=args.coordinate_system, device=args.device)
+    for name in names:
+        sdata.write_element(name, overwrite=args.overwrite)
+    table = next(k for k in sdata.tables if args.key in sdata.tables[k].uns)
+    sdata.write_element(table, overwrite=True)
+    print(f"Wrote layers {names} into {args.store}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The noise schedule, the samplers and the consistency projection, apart from any network."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffst_sc.model import (DDIMSampler, DDPMSampler, DiffusionConfig, FootprintProjection,
+                             GaussianDiffusion, make_sampler)
+
+
+def test_linear_schedule_matches_ddpm():
+    d = GaussianDiffusion(DiffusionConfig(num_train_steps=1000))
+    betas = np.linspace(1e-4, 0.02, 1000)
+    np.testing.assert_allclose(d.alphas_cumprod.numpy(), np.cumprod(1 - betas), rtol=1e-5)
+    assert d.alphas_cumprod[-1] < 1e-4  # the last level is (almost) pure noise
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_split_inverts_each_parameterisation(prediction):
+    d = GaussianDiffusion(DiffusionConfig(prediction=prediction))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 2, 4, 4, generator=g)
+    noise = torch.randn(3, 2, 4, 4, generator=g)
+    t = torch.tensor([10, 500, 990])
+    x_t = d.q_sample(x0, t, noise)
+    target = d._target(x0, noise, t)
+    x0_hat, eps_hat = d.split(x_t, t, target)
+    torch.testing.assert_close(x0_hat, x0, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(eps_hat, noise, atol=2e-3, rtol=1e-3)
+
+
+def test_loss_ignores_pixels_of_zero_weight():
+    d = GaussianDiffusion(DiffusionConfig(prediction="x0"))
+    x0 = torch.zeros(2, 3, 4, 4)
+    weight = torch.zeros(2, 1, 4, 4)
+    weight[..., :2, :] = 1
+
+    def net(x_t, t, cond):
+        out = torch.zeros_like(x_t)
+        out[..., 2:, :] = 100.0  # wrong only where nothing is known
+        return out, torch.tensor(0.0)
+
+    loss, parts = d.loss(net, x0, {}, weight, torch.Generator().manual_seed(0))
+    assert float(loss) == 0.0 and float(parts["mse"]) == 0.0
+
+
+def _oracle(d, x0):
+    """A perfect x0-predicting network for a point mass at ``x0``."""
+    return lambda x, t: x0.expand_as(x)
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddim-eta1", "ddpm"])
+def test_samplers_recover_a_point_mass(name):
+    d = GaussianDiffusion(DiffusionConfig(prediction="x0"))
+    x0 = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(1))
+    sampler = make_sampler(name, d, steps=10)
+    out = sampler.sample(_oracle(d, x0), (4, 2, 5, 5), {},
+                         generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, x0.expand(4, -1, -1, -1), atol=1e-4, rtol=1e-4)
+
+
+def test_ddim_respacing_and_determinism():
+    d = GaussianDiffusion()
+    s = DDIMSampler(d, steps=20)
+    assert len(s.timesteps) == 20 and s.timesteps[0] == 999 and s.timesteps[-1] == 0
+    net = lambda x, t: 0.5 * x  # noqa: E731
+    a = s.sample(net, (2, 1, 3, 3), {}, generator=torch.Generator().manual_seed(0))
+    b = s.sample(net, (2, 1, 3, 3), {}, generator=torch.Generator().manual_seed(0))
+    c = s.sample(net, (2, 1, 3, 3), {}, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert isinstance(make_sampler("ddpm", d, 5), DDPMSampler)
+    with pytest.raises(ValueError, match="Unknown sampler"):
+        make_sampler("euler", d, 5)
+
+
+def test_projection_makes_footprint_means_match():
+    # 2 spots on a 1 x 4 strip: spot 0 covers pixels 0-1, spot 1 covers pixels 2-3.
+    cov = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    spread = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    target = torch.tensor([[4.0], [10.0]])
+    mu, sd = torch.tensor([1.0]), torch.tensor([0.5])
+    proj = FootprintProjection(cov, spread, target, mu, sd, iters=3)
+    z = torch.randn(3, 1, 1, 4, generator=torch.Generator().manual_seed(0))
+    before = proj.relative_error(z)
+    after = proj.relative_error(proj(z))
+    assert (before > 0.05).all() and (after < 1e-3).all()
+    v = proj.to_density(proj(z).reshape(3, 1, 4))
+    # the shape within each spot is kept: ratios between its pixels are unchanged
+    v0 = proj.to_density(z.reshape(3, 1, 4))
+    torch.testing.assert_close(v[..., 0] / v[..., 1], v0[..., 0] / v0[..., 1], rtol=1e-3,
+                               atol=1e-3)

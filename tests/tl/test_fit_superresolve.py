@@ -1,0 +1,142 @@
+"""fit + superresolve end to end on real her2st C2, with a small training budget."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+
+import diffst_sc as ds
+from diffst_sc.io._view import _affine
+from diffst_sc.tl._readout import layer_footprint_means
+
+GENES = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP", "CD74", "SCGB2A2"]
+BUDGET = {"max_steps": 12, "batch_size": 2, "progress": False}
+SAMPLING = {"n_samples": 2, "steps": 3, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def c2(her2st_c2):
+    return copy.deepcopy(her2st_c2)
+
+
+@pytest.fixture(scope="module")
+def fitted(c2):
+    model = ds.tl.fit(c2, genes=GENES, **BUDGET)
+    ds.tl.superresolve(c2, **SAMPLING)
+    return c2, model
+
+
+def test_fit_returns_a_model_with_history_and_graph(fitted):
+    sdata, model = fitted
+    assert model.genes == GENES
+    assert [h["step"] for h in model.history][-1] == BUDGET["max_steps"]
+    assert np.isfinite([h["loss"] for h in model.history]).all()
+    table = sdata.tables["table"]
+    assert table.varp["diffst_coexpr"].shape == (table.n_vars, table.n_vars)
+
+
+def test_layers_are_genes_over_the_he(fitted):
+    sdata, _ = fitted
+    layer = sdata.images["diffst"]
+    assert list(map(str, layer.coords["c"].values)) == GENES
+    assert layer.data.chunksize[0] == 1  # one gene per chunk
+    # The layer's transformation maps its pixel grid onto the H&E: a spot's centre in the H&E
+    # falls inside the layer and the layer pixel there lies inside the spot's footprint.
+    view = ds.io.section_view(sdata)
+    from spatialdata.transformations import get_transformation
+
+    a = np.linalg.inv(_affine(get_transformation(layer, to_coordinate_system=view.coordinate_system)))
+    ij = (np.c_[view.centres_px, np.ones(view.n_spots)] @ a.T)[:, :2]
+    h, w = layer.shape[1:]
+    assert ((ij >= 0) & (ij < [w, h])).all()
+    pixel_px = 1 / a[0, 0]
+    assert pixel_px < view.diameter_px  # finer than a spot
+    assert np.isclose(sdata.tables["table"].uns["diffst"]["pixel_size_um"],
+                      pixel_px * view.microns_per_pixel)
+
+
+def test_layer_is_consistent_with_the_measured_spots(fitted):
+    sdata, _ = fitted
+    view = ds.io.section_view(sdata)
+    got = layer_footprint_means(sdata, "diffst", view.centres_px, view.diameter_px,
+                                view.coordinate_system)
+    want = view.expression(GENES)
+    rel = np.abs(got - want).sum() / want.sum()
+    assert rel < 0.05, rel
+    assert sdata.tables["table"].uns["diffst"]["consistency_error"] < 0.05
+
+
+def test_uncertainty_is_non_negative_and_informative(fitted):
+    sdata, _ = fitted
+    std = np.asarray(sdata.images["diffst_std"].values)
+    assert (std >= 0).all() and std.max() > 0
+    assert np.isfinite(np.asarray(sdata.images["diffst"].values)).all()
+
+
+def test_no_silent_overwrite(fitted):
+    sdata, model = fitted
+    before = np.asarray(sdata.images["diffst"].values).copy()
+    with pytest.raises(ValueError, match="overwrite=True"):
+        ds.tl.superresolve(sdata, model, **SAMPLING)
+    np.testing.assert_array_equal(np.asarray(sdata.images["diffst"].values), before)
+
+
+def test_save_load_gives_identical_output(fitted, tmp_path):
+    sdata, model = fitted
+    path = model.save(tmp_path / "model")
+    import torch
+
+    state = torch.load(path / "model.pt", weights_only=True)
+    assert set(state) == set(model.module.state_dict())
+    again = ds.DiffST.load(path)
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, again.module.state_dict()[k]), k
+    ds.tl.superresolve(sdata, model, key_added="a", seed=3, **SAMPLING)
+    ds.tl.superresolve(sdata, again, key_added="b", seed=3, **SAMPLING)
+    np.testing.assert_array_equal(np.asarray(sdata.images["a"].values),
+                                  np.asarray(sdata.images["b"].values))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.save(tmp_path / "model")
+
+
+def test_model_rejects_data_without_its_genes(fitted):
+    sdata, model = fitted
+    other = copy.deepcopy(sdata)
+    table = other.tables["table"]
+    other.tables["table"] = table[:, [g for g in table.var_names if g != "ERBB2"]].copy()
+    with pytest.raises(KeyError, match="ERBB2"):
+        ds.tl.superresolve(other, model, key_added="x", **SAMPLING)
+
+
+def test_superresolve_needs_a_model(her2st_c2):
+    fresh = copy.deepcopy(her2st_c2)
+    with pytest.raises(ValueError, match="ds.tl.fit"):
+        ds.tl.superresolve(fresh, **SAMPLING)
+
+
+def test_pixel_table_for_scanpy(fitted):
+    sdata, model = fitted
+    ds.tl.superresolve(sdata, model, key_added="px", add_pixel_table=True, **SAMPLING)
+    t = sdata.tables["px_table"]
+    assert list(t.var_names) == GENES and t.n_obs > 100
+    assert t.obsm["spatial"].shape == (t.n_obs, 2)
+    lib = t.uns["spatial"]["px"]
+    assert lib["images"]["hires"].ndim == 3 and lib["scalefactors"]["tissue_hires_scalef"] <= 1
+
+
+def test_anndata_path_with_normalised_values_warns_and_works(mouse_brain_dir):
+    import scanpy as sc
+    from PIL import Image
+
+    adata = sc.read_h5ad(mouse_brain_dir / "test_data.h5ad")
+    image = np.asarray(Image.open(mouse_brain_dir / "test_img.jpg"))
+    genes = list(adata.var_names[:6])
+    with pytest.warns(ds.io.NotCountsWarning):
+        model = ds.tl.fit(adata, image, genes=genes, **BUDGET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ds.io.NotCountsWarning)
+        out = ds.tl.superresolve(adata, **SAMPLING)
+    assert out is not None and "diffst" in out.images and "he" in out.images
+    assert list(map(str, out.images["diffst"].coords["c"].values)) == genes
+    assert model.genes == genes
