@@ -71,3 +71,22 @@ def xenium_sdata(xenium_zarr):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the store is zarr v2: spatialdata says so, harmlessly
         return sd.read_zarr(xenium_zarr)
+
+
+#: A tiny training and sampling budget: enough to exercise every code path on real data.
+FIT_GENES = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP", "CD74", "SCGB2A2"]
+FIT_BUDGET = {"max_steps": 12, "batch_size": 2, "progress": False}
+SAMPLING = {"n_samples": 2, "steps": 3, "progress": False}
+
+
+@pytest.fixture(scope="session")
+def fitted_c2(her2st_c2):
+    """A copy of her2st C2 with a model fitted on a tiny budget and layer ``"diffst"`` written."""
+    import copy
+
+    import diffst_sc as ds
+
+    sdata = copy.deepcopy(her2st_c2)
+    model = ds.tl.fit(sdata, genes=FIT_GENES, **FIT_BUDGET)
+    ds.tl.superresolve(sdata, **SAMPLING)
+    return sdata, model

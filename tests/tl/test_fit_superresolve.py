@@ -10,21 +10,14 @@ import diffst_sc as ds
 from diffst_sc.io._view import _affine
 from diffst_sc.tl._readout import layer_footprint_means
 
-GENES = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP", "CD74", "SCGB2A2"]
-BUDGET = {"max_steps": 12, "batch_size": 2, "progress": False}
-SAMPLING = {"n_samples": 2, "steps": 3, "progress": False}
+from conftest import FIT_BUDGET as BUDGET
+from conftest import FIT_GENES as GENES
+from conftest import SAMPLING
 
 
 @pytest.fixture(scope="module")
-def c2(her2st_c2):
-    return copy.deepcopy(her2st_c2)
-
-
-@pytest.fixture(scope="module")
-def fitted(c2):
-    model = ds.tl.fit(c2, genes=GENES, **BUDGET)
-    ds.tl.superresolve(c2, **SAMPLING)
-    return c2, model
+def fitted(fitted_c2):
+    return fitted_c2
 
 
 def test_fit_returns_a_model_with_history_and_graph(fitted):
