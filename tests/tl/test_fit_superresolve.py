@@ -133,3 +133,22 @@ def test_anndata_path_with_normalised_values_warns_and_works(mouse_brain_dir):
     assert out is not None and "diffst" in out.images and "he" in out.images
     assert list(map(str, out.images["diffst"].coords["c"].values)) == genes
     assert model.genes == genes
+
+
+def test_supervised_pairs_on_xenium_truth_then_evaluate(xenium_zarr):
+    import spatialdata as sd
+
+    xen = sd.read_zarr(xenium_zarr)
+    pair = ds.pp.degrade(xen, mode="transcripts", hr_pixel_um=8.0, spot_diameter_um=20.0,
+                         spot_spacing_um=30.0)
+    genes = ds.pp.select_genes(pair, n_top=6, table_key="table")
+    with pytest.raises(ValueError, match="hr_table"):
+        ds.tl.fit(ds.pp.degrade(xen, mode="transcripts", hr_pixel_um=8.0,
+                                spot_diameter_um=20.0, spot_spacing_um=30.0).subset(
+                                    ["he", "spots", "table"]),
+                  genes=genes, pairs="supervised", **BUDGET)
+    model = ds.tl.fit(pair, genes=genes, pairs="supervised", table_key="table", **BUDGET)
+    ds.tl.superresolve(pair, model, table_key="table", **SAMPLING)
+    scores = ds.tl.evaluate(pair, "diffst")
+    assert set(genes) <= set(scores.index) and "mean" in scores.index
+    assert np.isfinite(scores.loc["mean", ["PCC", "NRMSE", "SSIM"]].astype(float)).all()

@@ -7,14 +7,14 @@ from ._config import NetConfig, preset
 from ._consistency import FootprintProjection
 from ._device import resolve_device
 from ._diffusion import DiffusionConfig, GaussianDiffusion
-from ._network import DiffSTNet
+from ._network import ConditionFeatures, DiffSTNet
 from ._patches import PatchSampler, SectionArrays
 from ._samplers import DDIMSampler, DDPMSampler, make_sampler
 from ._checkpoint import load_state, save_state
 from ._trainer import EMA, StepInfo, TrainerConfig, TrainingResult, fit_model, unwrap_module
 
 __all__ = [
-    "NetConfig", "preset", "DiffSTNet", "DiffusionConfig", "GaussianDiffusion", "DDIMSampler",
+    "NetConfig", "preset", "DiffSTNet", "ConditionFeatures", "DiffusionConfig", "GaussianDiffusion", "DDIMSampler",
     "DDPMSampler", "make_sampler", "FootprintProjection", "PatchSampler", "SectionArrays",
     "TrainerConfig", "TrainingResult", "StepInfo", "EMA", "fit_model", "unwrap_module",
     "resolve_device", "save_state", "load_state",

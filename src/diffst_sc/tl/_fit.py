@@ -37,6 +37,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     graph_key: str = "diffst_coexpr",
     prediction: str = "x0",
+    pairs: str = "self",
     progress: bool = True,
     **config,
 ):
@@ -73,6 +74,12 @@ def fit(
         ``table.varp`` key of the gene co-expression graph (built if absent).
     prediction
         What the network predicts: ``"x0"``, ``"eps"`` or ``"v"``.
+    pairs
+        ``"self"``: learn from the measured spots degraded to coarser pseudo-spots (works on any
+        section). ``"supervised"``: learn from a section holding high-resolution truth as
+        ``ds.pp.degrade`` lays it out (``tables["table"]`` the low-resolution spots,
+        ``tables["hr_table"]`` the truth: finer spots, Visium HD bins or binned Xenium
+        transcripts).
     **config
         Overrides of the network configuration (``ds.model.NetConfig`` fields, e.g.
         ``use_gene_graph=False``) and ``deterministic=True`` for the non-diffusion ablation.
@@ -117,7 +124,9 @@ def fit(
 
     graph = _gene_graph(sdatas, views, genes, graph_key, table_key)
     spec = GridSpec()
-    sections = _training_sections(sdatas, views, genes, spec, kw)
+    if pairs not in ("self", "supervised"):
+        raise ValueError(f"pairs must be 'self' or 'supervised', not {pairs!r}.")
+    sections = _training_sections(sdatas, views, genes, spec, supervised=pairs == "supervised")
 
     diff_keys = {"deterministic", "schedule", "num_train_steps"}
     diff_cfg = DiffusionConfig(prediction=prediction,
@@ -165,12 +174,16 @@ def _gene_graph(sdatas, views, genes, key, table_key) -> np.ndarray:
     return np.mean(mats, axis=0).astype(np.float32)
 
 
-def _training_sections(sdatas, views, genes, spec, kw):
-    """Self-supervised pairs: each section degraded to pseudo-spots (input) -> its spots (target)."""
+def _training_sections(sdatas, views, genes, spec, supervised: bool = False):
+    """Training pairs of each section: (LR spots as input, finer truth as target)."""
     from .. import pp
 
     sections = []
     for s, v in zip(sdatas, views, strict=True):
+        if supervised:
+            sections.append(_supervised_pair(s, v, genes, spec))
+            continue
+        # Self-supervised: the section degraded to pseudo-spots (input) -> its spots (target).
         pair = pp.degrade(s, table_key=v.table_key, coordinate_system=v.coordinate_system,
                           image_key=v.image_key)
         lr = section_view(pair, table_key="table", coordinate_system=v.coordinate_system,
@@ -180,6 +193,17 @@ def _training_sections(sdatas, views, genes, spec, kw):
                              "at least a few dozen measured spots are needed.")
         sections.append(training_arrays(lr, v, genes, spec))
     return sections
+
+
+def _supervised_pair(sdata, view, genes, spec):
+    """LR spots (the view) -> the high-resolution truth in ``tables["hr_table"]``."""
+    if "hr_table" not in sdata.tables:
+        raise ValueError(f"pairs='supervised' needs the truth in tables['hr_table'] (section "
+                         f"{view.name!r} has {list(sdata.tables)}); make it with ds.pp.degrade.")
+    hr = section_view(sdata, table_key="hr_table", image_key=view.image_key,
+                      coordinate_system=view.coordinate_system,
+                      microns_per_pixel=view.microns_per_pixel)
+    return training_arrays(view, hr, genes, spec)
 
 
 def _patch_sampler(sections, net_cfg, budget):
