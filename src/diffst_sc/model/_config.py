@@ -92,8 +92,8 @@ class NetConfig:
     cell_dim: int = 64
     cell_heads: int = 4
     cell_selection: str = "entropy"
-    gene_graph_hidden: int = 8
-    gene_head_features: int = 4
+    gene_graph_hidden: int = 4
+    gene_head_features: int = 2
     gene_graph_output: bool = True
     disentangle_weight: float = 0.1
     use_disentangle: bool = True
@@ -186,7 +186,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "cond_channels": 64,
         "cond_vec_channels": 128,
         "cell_dim": 128,
-        "gene_graph_hidden": 16,
+        "gene_graph_hidden": 8,
+        "gene_head_features": 4,
     },
 }
 

@@ -44,8 +44,9 @@ def disentangle_loss(common_h: torch.Tensor, common_e: torch.Tensor, distinct_h:
     torch.Tensor
         Scalar loss.
     """
+    # float32 even under autocast: cosines of half-precision features are too coarse.
     common_h, common_e, distinct_h, distinct_e = (
-        x - x.mean(dim=(2, 3), keepdim=True)
+        x.float() - x.float().mean(dim=(2, 3), keepdim=True)
         for x in (common_h, common_e, distinct_h, distinct_e))
     align = 1.0 - F.cosine_similarity(common_h, common_e, dim=1, eps=_EPS)
     sep_h = F.cosine_similarity(common_h, distinct_h, dim=1, eps=_EPS).square()
@@ -76,9 +77,10 @@ class CrossModalDisentangle(nn.Module):
 
     Each modality's features ``f`` are split by 1x1 convolutions into a common part ``c`` and a
     distinct part ``d``. Each distinct part is gated by its affinity with the other modality
-    (a sigmoid of a convolution over ``[d_h, d_e]``), so that histology detail is passed on
-    where the expression agrees with it and vice versa. The mean common part and the two gated
-    distinct parts form the conditioning map; its pooled summary is the condition vector.
+    (per pixel, a sigmoid of a 1x1 convolution over ``[d_h, d_e]``), so that histology detail
+    is passed on where the expression agrees with it and vice versa. The mean common part and
+    the two gated distinct parts form the conditioning map; its pooled summary is the
+    condition vector.
 
     Parameters
     ----------
@@ -98,7 +100,7 @@ class CrossModalDisentangle(nn.Module):
         c = in_channels
         self.split_h = nn.Conv2d(c, 2 * c, 1)
         self.split_e = nn.Conv2d(c, 2 * c, 1)
-        self.affinity = nn.Conv2d(2 * c, 2 * c, 3, padding=1)
+        self.affinity = nn.Conv2d(2 * c, 2 * c, 1)
         self.head = _ConditionHead(3 * c, cond_channels, vec_channels, groups)
 
     def parts(self, f_h: torch.Tensor, f_e: torch.Tensor

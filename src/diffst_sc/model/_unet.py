@@ -179,7 +179,9 @@ class UNet(nn.Module):
             self.up.append(_Level(cin + widths[i], widths[i], num_res_blocks, attn[i], **common))
             cin = widths[i]
             if i > 0:
-                self.upsample.append(nn.Conv2d(cin, widths[i - 1], 3, padding=1))
+                # Channels change at the low resolution, by a 1x1; the next level's residual
+                # blocks do the spatial work (a 3x3 here would cost as much as a block).
+                self.upsample.append(nn.Conv2d(cin, widths[i - 1], 1))
                 cin = widths[i - 1]
         self.norm_out = group_norm(channels, groups)
 
@@ -221,5 +223,5 @@ class UNet(nn.Module):
             i = self.n_levels - 1 - j
             h = level(torch.cat([h, skips[i]], dim=1), emb, pyramid[i])
             if i > 0:
-                h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+                h = F.interpolate(self.upsample[j](h), scale_factor=2.0, mode="nearest")
         return F.silu(self.norm_out(h))
