@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 import diffst_sc as ds
-from diffst_sc.tl._metrics import expression_scores, gene_mean, renormalise_to_blocks
+from diffst_sc.tl._metrics import (
+    expression_scores,
+    gene_mean,
+    interval_coverage,
+    renormalisation_factors,
+    renormalise_to_blocks,
+)
 
 HR_TABLE = "hr_table"
 LR_TABLE = "table"
@@ -207,3 +213,49 @@ def score_predictions(lr_sdata, pred_counts: np.ndarray, genes: list[str]) -> di
     out["per_gene"] = {name: [None if not np.isfinite(x) else float(x) for x in v]
                        for name, v in per_gene.items()}
     return out
+
+
+def interval_coverage_at_spots(lr_sdata, mean_counts: np.ndarray, std_counts: np.ndarray,
+                               genes: list[str], interval: float = 0.9) -> np.ndarray:
+    """Coverage of a Gaussian interval at the HR spots, after the protocol's renormalisation.
+
+    The interval is ``mean +- z * std`` (``z = 1.645`` for 90%), both rescaled by the factor that
+    makes each block's children sum to the block's counts (as in ``score_predictions``), the
+    lower bound clipped at 0; a block predicted as all-zero gets the equal split and no spread.
+    This is ``ds.tl.evaluate``'s coverage on spot truth.
+
+    Parameters
+    ----------
+    lr_sdata
+        What ``ds.pp.degrade`` returns (LR table and HR truth).
+    mean_counts, std_counts
+        ``(n_hr, n_genes)`` mean and standard deviation at the HR spots (e.g. the super-resolved
+        layers averaged over each spot's disc), in ``hr_table``'s order.
+    genes
+        The genes of the columns.
+    interval
+        Nominal probability of the interval.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_genes,)`` fraction of HR spots whose measured counts lie in the interval.
+    """
+    from scipy.stats import norm
+
+    sec = DegradedSection.from_sdata(lr_sdata)
+    mean = np.asarray(mean_counts, dtype=np.float64)
+    std = np.asarray(std_counts, dtype=np.float64)
+    shape = (sec.hr.n_spots, len(genes))
+    if mean.shape != shape or std.shape != shape:
+        raise ValueError(f"mean {mean.shape} and std {std.shape} must both be ({shape[0]} HR "
+                         f"spots, {shape[1]} genes).")
+    if (std < 0).any() or not np.isfinite(std).all():
+        raise ValueError("`std_counts` must be finite and non-negative.")
+    lr_counts = sec.lr.expression(genes)
+    pred = renormalise_to_blocks(mean, sec.block, lr_counts)
+    factor, _ = renormalisation_factors(mean, sec.block, lr_counts)
+    z = float(norm.ppf(0.5 + interval / 2))
+    spread = np.where(np.isnan(factor), 0.0, z * std * np.nan_to_num(factor))
+    truth = sec.hr.expression(genes).astype(np.float64)
+    return interval_coverage(truth, np.clip(pred - spread, 0, None), pred + spread)

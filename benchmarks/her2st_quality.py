@@ -3,14 +3,19 @@
 Each section is read with ``ds.io.read_legacy_st``, degraded with ``ds.pp.degrade`` (every 2 x 2
 block of the ST array summed into one pseudo-spot), each method predicts the counts of every
 measured spot from the pseudo-spots and the H&E, the predictions are rescaled to the blocks'
-measured counts and scored (PCC, NRMSE, SSIM, wPCC on log1p counts, averaged over genes).
+measured counts and scored (PCC, NRMSE, SSIM, wPCC on log1p counts, averaged over genes). Diff-ST
+and its ablations also get the consistency error of the map against the pseudo-spots, the coverage
+of their 90% interval at the measured spots, and the seconds of fit + superresolve.
 
 Usage (from the repository root)::
 
     python benchmarks/her2st_quality.py --sections B4 C2 C3 --methods uniform bicubic tesla \
-        --setting single --out benchmarks/results/her2st_quality
+        --setting single --out benchmarks/results/her2st_quality_single
+    python benchmarks/her2st_quality.py --sections B4 C2 C3 --methods diffst diffst-no-graph \
+        --setting single --out benchmarks/results/her2st_quality_single --append
 
-writes ``<out>.md`` (a table with the command, machine and date) and ``<out>.json``.
+writes ``<out>.md`` (tables with the commands, machine and dates, and whether the issue's targets
+are reached) and ``<out>.json``; ``--append`` merges the new methods into an existing result.
 Data: Andersson et al., Nat Commun 12, 6012 (2021), in ``../shared/data/her2st``.
 """
 
@@ -23,6 +28,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,12 +37,34 @@ import numpy as np
 import diffst_sc as ds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import BASELINES, HR_TABLE, score_predictions  # noqa: E402
+from baselines import (  # noqa: E402
+    BASELINES,
+    HR_TABLE,
+    interval_coverage_at_spots,
+    score_predictions,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "her2st"
 SCORES = ("PCC", "NRMSE", "SSIM", "wPCC")
 DIFFST_KEY = "diffst"
+#: Nominal probability of the uncertainty interval whose coverage is reported.
+INTERVAL = 0.9
+
+#: Diff-ST and its ablations: extra keyword arguments of ``ds.tl.fit`` (one part switched off).
+DIFFST_VARIANTS: dict[str, dict] = {
+    "diffst": {},
+    # Same network, no noise: a regression trained on the same pairs (no samples, no spread).
+    "diffst-regression": {"deterministic": True},
+    "diffst-no-disentangle": {"use_disentangle": False},
+    "diffst-no-cells": {"use_cell_attention": False},
+    "diffst-no-graph": {"use_gene_graph": False},
+}
+METHODS = (*BASELINES, *DIFFST_VARIANTS)
+
+#: The issue's targets for Diff-ST against bicubic interpolation (means over sections).
+WPCC_FACTOR = 1.5
+COVERAGE_RANGE = (0.80, 0.95)
 
 
 def read_genes(path: Path) -> list[str]:
@@ -75,55 +103,128 @@ def hr_footprints(lr_sdata) -> tuple[np.ndarray, float, str]:
         hr.coordinate_system
 
 
-def run_diffst(lr_sdata, train_sdatas, genes: list[str], setting: str, *,
-               preset: str = "cpu-small", max_steps: int | None = None, n_samples: int = 8,
-               seed: int = 0, **fit_kw) -> np.ndarray:
-    """Fit Diff-ST, super-resolve the LR section and read the map out at the HR spots.
+@dataclass
+class DiffSTPrediction:
+    """What a Diff-ST run gives at the HR spots.
+
+    Attributes
+    ----------
+    mean, std
+        ``(n_hr, n_genes)`` the mean map and the per-pixel standard deviation over samples, each
+        averaged over every HR spot's disc (counts per HR spot, before renormalisation).
+    consistency_error
+        ``uns["diffst"]["consistency_error"]`` of the LR input: relative error of the map
+        integrated over the pseudo-spots against their counts.
+    fit_seconds, superresolve_seconds
+        Wall time of ``ds.tl.fit`` and ``ds.tl.superresolve``.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    consistency_error: float
+    fit_seconds: float
+    superresolve_seconds: float
+
+
+def run_diffst(lr_sdata, train_sdatas, genes: list[str], *, preset: str = "cpu-small",
+               max_steps: int | None = None, n_samples: int = 8, steps: int = 20,
+               seed: int = 0, **fit_kw) -> DiffSTPrediction:
+    """Fit Diff-ST, super-resolve the LR section and read the maps out at the HR spots.
 
     Parameters
     ----------
     lr_sdata
         The degraded section (``ds.pp.degrade``); only its LR part is shown to the model.
     train_sdatas
-        Sections to fit on: ``[lr_input(lr_sdata)]`` for ``setting="single"`` (self-supervised
-        on the LR data), the other sections' measured data for ``"across"``.
+        Sections to fit on: ``[lr_input(lr_sdata)]`` for the single-section setting
+        (self-supervised on the LR data), the other sections' measured data across sections.
     genes
         Genes to model and score.
-    setting
-        ``"single"`` or ``"across"`` (recorded only; ``train_sdatas`` says what is fitted on).
-    preset, max_steps, n_samples, seed, **fit_kw
-        Passed to ``ds.tl.fit`` / ``ds.tl.superresolve``.
+    preset, max_steps, seed
+        Passed to ``ds.tl.fit``.
+    n_samples, steps
+        Samples and denoising steps of ``ds.tl.superresolve``.
+    **fit_kw
+        Further ``ds.tl.fit`` arguments, e.g. an ablation's ``use_gene_graph=False``.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_hr, n_genes)`` predicted counts (mean map averaged over each HR spot's disc).
+    DiffSTPrediction
     """
     from diffst_sc.tl._readout import layer_footprint_means
 
     train = train_sdatas[0] if len(train_sdatas) == 1 else list(train_sdatas)
+    t0 = time.perf_counter()
     model = ds.tl.fit(train, genes=genes, preset=preset, max_steps=max_steps, seed=seed,
-                      **fit_kw)
+                      progress=False, **fit_kw)
+    t1 = time.perf_counter()
     target = lr_input(lr_sdata)
     ds.tl.superresolve(target, model=model, key_added=DIFFST_KEY, n_samples=n_samples,
-                       seed=seed, overwrite=True)
+                       steps=steps, seed=seed, overwrite=True, progress=False)
+    t2 = time.perf_counter()
     centres, diameter, cs = hr_footprints(lr_sdata)
-    return layer_footprint_means(target, DIFFST_KEY, centres, diameter, cs, channels=genes)
+    mean = layer_footprint_means(target, DIFFST_KEY, centres, diameter, cs, channels=genes)
+    std = layer_footprint_means(target, f"{DIFFST_KEY}_std", centres, diameter, cs,
+                                channels=genes)
+    consistency = float(target.tables["table"].uns[DIFFST_KEY]["consistency_error"])
+    return DiffSTPrediction(mean, std, consistency, t1 - t0, t2 - t1)
 
 
-def predict(method: str, lr_sdata, genes, *, setting, others, diffst_kw) -> np.ndarray:
-    """Predicted HR counts of one method on one degraded section."""
+def diffst_options(method: str, diffst_kw: dict) -> dict:
+    """``run_diffst`` keyword arguments of a Diff-ST variant (the ablation's fit overrides added).
+
+    The regression ablation draws one sample: without noise every sample is the same map.
+    """
+    if method not in DIFFST_VARIANTS:
+        raise ValueError(f"{method!r} is not a Diff-ST variant; use one of "
+                         f"{list(DIFFST_VARIANTS)}.")
+    kw = {**diffst_kw, **DIFFST_VARIANTS[method]}
+    if kw.get("deterministic"):
+        kw["n_samples"] = 1
+    return kw
+
+
+def predict(method: str, lr_sdata, genes, *, setting, others, diffst_kw):
+    """Predictions of one method on one degraded section.
+
+    Returns
+    -------
+    numpy.ndarray or DiffSTPrediction
+        A baseline's ``(n_hr, n_genes)`` counts, or what a Diff-ST variant gives.
+    """
     if method in BASELINES:
         # Baselines read the HR spots' positions and parents from lr_sdata, never their counts.
         return BASELINES[method](lr_sdata, genes)
-    if method == "diffst":
+    if method in DIFFST_VARIANTS:
         train = [lr_input(lr_sdata)] if setting == "single" else others()
-        return run_diffst(lr_sdata, train, genes, setting, **diffst_kw)
-    raise ValueError(f"Unknown method {method!r}; use {sorted(BASELINES)} or 'diffst'.")
+        return run_diffst(lr_sdata, train, genes, **diffst_options(method, diffst_kw))
+    raise ValueError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
+
+
+def score_method(method: str, lr_sdata, genes, *, setting, others, diffst_kw) -> dict:
+    """Predict with one method and score it: the protocol's scores, seconds and, for Diff-ST,
+    consistency error, coverage of the 90% interval and the run's options."""
+    t0 = time.perf_counter()
+    pred = predict(method, lr_sdata, genes, setting=setting, others=others, diffst_kw=diffst_kw)
+    seconds = time.perf_counter() - t0
+    if isinstance(pred, DiffSTPrediction):
+        r = score_predictions(lr_sdata, pred.mean, genes)
+        cov = interval_coverage_at_spots(lr_sdata, pred.mean, pred.std, genes, INTERVAL)
+        r["coverage"] = float(np.nanmean(cov))
+        r["per_gene"]["coverage"] = [float(c) for c in cov]
+        r["consistency_error"] = pred.consistency_error
+        r["fit_seconds"] = pred.fit_seconds
+        r["superresolve_seconds"] = pred.superresolve_seconds
+        r["seconds"] = pred.fit_seconds + pred.superresolve_seconds
+        r["options"] = {k: v for k, v in diffst_options(method, diffst_kw).items()}
+    else:
+        r = score_predictions(lr_sdata, pred, genes)
+        r["seconds"] = seconds
+    return r
 
 
 def machine() -> str:
-    """A one-line description of the hardware."""
+    """A one-line description of the hardware (and torch's threads or GPU once imported)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -136,107 +237,285 @@ def machine() -> str:
     if "torch" in sys.modules:
         import torch
 
+        desc += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
         if torch.cuda.is_available():
             desc += f", GPU {torch.cuda.get_device_name(0)}"
     return desc
 
 
-def markdown(results: dict, *, command: str, setting: str, genes_file: str, started: str) -> str:
-    """The results as a markdown page."""
+# ---------------------------------------------------------------------------------------------
+# results: means, merging, markdown
+
+
+def section_means(sections: dict) -> dict:
+    """Per method: the mean of every score over the sections that have it (and which those are)."""
+    methods = list(dict.fromkeys(m for per in sections.values() for m in per))
+    out = {}
+    for method in methods:
+        names = [n for n, per in sections.items() if method in per]
+        rs = [sections[n][method] for n in names]
+        m = {s: float(np.mean([r[s] for r in rs])) for s in SCORES}
+        for extra in ("coverage", "consistency_error", "seconds"):
+            if all(extra in r for r in rs):
+                m[extra] = float(np.mean([r[extra] for r in rs]))
+        m["sections"] = names
+        out[method] = m
+    return out
+
+
+def merge_records(old: dict, new: dict) -> dict:
+    """``new``'s methods added to (or replacing those of) ``old``: one table from several runs.
+
+    Raises
+    ------
+    ValueError
+        When the two were made in different settings or with different gene panels.
+    """
+    for key in ("setting", "genes"):
+        if old.get(key) != new.get(key):
+            raise ValueError(f"Cannot append: the existing result has {key} "
+                             f"{_short(old.get(key))} and this run {_short(new.get(key))}. "
+                             "Write to another --out, or rerun with the same setting and genes.")
+    sections = {n: dict(per) for n, per in old["sections"].items()}
+    for n, per in new["sections"].items():
+        sections.setdefault(n, {}).update(per)
+    merged = dict(old)
+    merged["commands"] = _as_list(old, "commands", "command") + _as_list(new, "commands",
+                                                                        "command")
+    merged["dates"] = _as_list(old, "dates", "date") + _as_list(new, "dates", "date")
+    merged.pop("command", None)
+    merged.pop("date", None)
+    merged["machine"] = new["machine"]
+    merged["sections"] = sections
+    merged["mean"] = section_means(sections)
+    return merged
+
+
+def _as_list(record: dict, plural: str, singular: str) -> list:
+    if plural in record:
+        return list(record[plural])
+    return [record[singular]] if singular in record else []
+
+
+def _short(value) -> str:
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{', '.join(map(str, value[:3]))}, ... ({len(value)})]"
+    return repr(value)
+
+
+def _fmt(r: dict, key: str) -> str:
+    v = r.get(key)
+    return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def target_rows(record: dict, single: dict | None = None) -> list[str]:
+    """The issue's targets for every Diff-ST variant of ``record``, reached or missed.
+
+    Each variant is compared with bicubic on the sections both were run on (means at the three
+    decimals shown). Across sections, if ``single`` (the single-section record) is given, the
+    variant's wPCC must also exceed its single-section wPCC.
+    """
+    sections = record["sections"]
+    variants = [m for m in record["mean"] if m in DIFFST_VARIANTS]
     lines = [
-        "# her2st quality benchmark",
+        "## Targets",
         "",
-        f"- command: `{command}`",
-        f"- machine: {machine()}",
-        f"- date: {started}",
-        f"- setting: {setting}; genes: {genes_file} "
-        f"({results['n_genes_panel']} genes); protocol: ../shared/BENCHMARK.md",
+        f"From the issue, for Diff-ST against bicubic interpolation (setting: "
+        f"{record['setting']}): wPCC at least {WPCC_FACTOR} x bicubic's"
+        + (" and, across sections, above the single-section figure" if record["setting"]
+           == "across" else "")
+        + "; PCC, NRMSE and SSIM no worse than bicubic's; the 90% interval covering "
+        f"{COVERAGE_RANGE[0]:.0%}-{COVERAGE_RANGE[1]:.0%} of the measured spots. Computed from "
+        "the means over the sections that both the method and bicubic were run on, rounded to "
+        "three decimals as shown.",
+        "",
+    ]
+    if not variants:
+        return lines + ["No Diff-ST result in this file yet: nothing to check.", ""]
+    head = ["method", "sections", f"wPCC >= {WPCC_FACTOR} x bicubic", "PCC >= bicubic",
+            "NRMSE <= bicubic", "SSIM >= bicubic",
+            f"coverage in [{COVERAGE_RANGE[0]:.2f}, {COVERAGE_RANGE[1]:.2f}]"]
+    if record["setting"] == "across":
+        head.append("wPCC > single-section")
+    lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for method in variants:
+        common = [n for n, per in sections.items() if method in per and "bicubic" in per]
+        if not common:
+            lines.append(f"| {method} | - | " + " | ".join(
+                ["n/a: no bicubic on its sections (add it with `--methods bicubic --append`)"]
+                + ["n/a"] * (len(head) - 3)) + " |")
+            continue
+        mean = {s: round(float(np.mean([sections[n][method][s] for n in common])), 3)
+                for s in (*SCORES, "coverage")}
+        bic = {s: round(float(np.mean([sections[n]["bicubic"][s] for n in common])), 3)
+               for s in SCORES}
+        need = round(WPCC_FACTOR * bic["wPCC"], 3)
+        cells = [
+            _verdict(mean["wPCC"] >= need, f"{mean['wPCC']:.3f} vs >= {need:.3f}"),
+            _verdict(mean["PCC"] >= bic["PCC"], f"{mean['PCC']:.3f} vs {bic['PCC']:.3f}"),
+            _verdict(mean["NRMSE"] <= bic["NRMSE"],
+                     f"{mean['NRMSE']:.3f} vs {bic['NRMSE']:.3f}"),
+            _verdict(mean["SSIM"] >= bic["SSIM"], f"{mean['SSIM']:.3f} vs {bic['SSIM']:.3f}"),
+            _verdict(COVERAGE_RANGE[0] <= mean["coverage"] <= COVERAGE_RANGE[1],
+                     f"{mean['coverage']:.3f}"),
+        ]
+        if record["setting"] == "across":
+            ref = (single or {}).get("mean", {}).get(method)
+            if ref is None:
+                cells.append("n/a (pass `--single-results` with a single-section result)")
+            else:
+                s_w = round(ref["wPCC"], 3)
+                cells.append(_verdict(mean["wPCC"] > s_w, f"{mean['wPCC']:.3f} vs {s_w:.3f}"))
+        lines.append(f"| {method} | {', '.join(common)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _verdict(ok: bool, detail: str) -> str:
+    return f"{'reached' if ok else 'missed'} ({detail})"
+
+
+def markdown(record: dict, single: dict | None = None) -> str:
+    """A result record as a markdown page: commands, per-section and mean tables, targets."""
+    commands = _as_list(record, "commands", "command")
+    dates = _as_list(record, "dates", "date")
+    lines = ["# her2st quality benchmark", ""]
+    lines += [f"- command: `{c}` ({d})" for c, d in zip(commands, dates, strict=False)]
+    lines += [
+        f"- machine: {record['machine']}",
+        f"- setting: {record['setting']}; genes: {record['genes_file']} "
+        f"({record['n_genes_panel']} genes); protocol: ../shared/BENCHMARK.md",
         "- data: her2st, Andersson et al., Nat Commun 12, 6012 (2021)",
         "- baselines (uniform, bicubic, tesla) are not trained: they score the same in both "
         "settings",
+        "- consistency: the map averaged over each pseudo-spot against its counts "
+        "(`uns['diffst']['consistency_error']`, 0 is exact); coverage: fraction of measured "
+        "spots whose counts lie in mean +- 1.645 std, both read out over the spot's disc and "
+        "rescaled like the mean (0.9 is calibrated); `diffst-regression` has no spread, its "
+        "interval is a point; seconds: fit + superresolve for Diff-ST, prediction for baselines",
         "",
-        "| section | method | PCC | NRMSE | SSIM | wPCC | genes | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for section, per in results["sections"].items():
+    variants = {m: r["options"] for per in record["sections"].values() for m, r in per.items()
+                if "options" in r}
+    if variants:
+        lines += ["Diff-ST runs (options passed to `ds.tl.fit` / `ds.tl.superresolve`):", ""]
+        lines += [f"- {m}: " + ", ".join(f"{k}={v}" for k, v in o.items())
+                  for m, o in variants.items()]
+        lines.append("")
+    lines += ["| section | method | PCC | NRMSE | SSIM | wPCC | consistency | coverage90 | genes "
+              "| seconds |", "|" + " --- |" * 10]
+    for section, per in record["sections"].items():
         for method, r in per.items():
-            lines.append(f"| {section} | {method} | " + " | ".join(f"{r[s]:.3f}" for s in SCORES)
+            lines.append(f"| {section} | {method} | "
+                         + " | ".join(_fmt(r, s) for s in (*SCORES, "consistency_error",
+                                                           "coverage"))
                          + f" | {r['n_genes']} | {r['seconds']:.1f} |")
-    lines += ["", "Mean over sections:", "", "| method | PCC | NRMSE | SSIM | wPCC |",
-              "| --- | --- | --- | --- | --- |"]
-    for method, r in results["mean"].items():
-        lines.append(f"| {method} | " + " | ".join(f"{r[s]:.3f}" for s in SCORES) + " |")
-    return "\n".join(lines) + "\n"
+    lines += ["", "Mean over sections:", "",
+              "| method | sections | PCC | NRMSE | SSIM | wPCC | consistency | coverage90 | "
+              "seconds |", "|" + " --- |" * 9]
+    for method, r in record["mean"].items():
+        seconds = f"{r['seconds']:.1f}" if "seconds" in r else "-"
+        lines.append(f"| {method} | {len(r['sections'])} | "
+                     + " | ".join(_fmt(r, s) for s in (*SCORES, "consistency_error", "coverage"))
+                     + f" | {seconds} |")
+    lines += [""] + target_rows(record, single)
+    return "\n".join(lines)
 
 
-def run(sections, methods, setting, genes, data_dir: Path, diffst_kw) -> dict:
-    """Run the protocol; per section and method: scores and seconds."""
-    measured = {}
+def run(sections, methods, setting, genes, data_dir: Path, diffst_kw, *,
+        loaded: dict | None = None) -> dict:
+    """Run the protocol; per section and method: scores, seconds and (Diff-ST) uncertainty.
+
+    Parameters
+    ----------
+    loaded
+        Sections already read (name -> SpatialData, not modified); others are read from
+        ``data_dir``.
+    """
+    measured = dict(loaded or {})
 
     def section(name):
         if name not in measured:
             measured[name] = load_section(data_dir, name)
         return measured[name]
 
-    results = {"sections": {}, "mean": {}, "n_genes_panel": len(genes)}
+    results = {"sections": {}, "n_genes_panel": len(genes)}
     for name in sections:
         lr = degrade_section(section(name), genes)
         genes_s = [g for g in genes if g in set(map(str, lr.tables["table"].var_names))]
         for method in methods:
-            t0 = time.perf_counter()
-            pred = predict(method, lr, genes_s, setting=setting,
-                           others=lambda n=name: [section(o) for o in sections if o != n],
-                           diffst_kw=diffst_kw)
-            r = score_predictions(lr, pred, genes_s)
-            r["seconds"] = time.perf_counter() - t0
+            r = score_method(method, lr, genes_s, setting=setting,
+                             others=lambda n=name: [section(o) for o in sections if o != n],
+                             diffst_kw=diffst_kw)
             results["sections"].setdefault(name, {})[method] = r
-            print(f"{name:4s} {method:10s} " + " ".join(f"{s} {r[s]:.3f}" for s in SCORES)
-                  + f" genes {r['n_genes']} ({r['seconds']:.1f} s)", flush=True)
-    for method in methods:
-        results["mean"][method] = {
-            s: float(np.mean([results["sections"][n][method][s] for n in sections]))
-            for s in SCORES}
+            extra = "".join(f" {k} {r[k]:.3f}" for k in ("consistency_error", "coverage")
+                            if k in r)
+            print(f"{name:4s} {method:22s} " + " ".join(f"{s} {r[s]:.3f}" for s in SCORES)
+                  + extra + f" genes {r['n_genes']} ({r['seconds']:.1f} s)", flush=True)
+    results["mean"] = section_means(results["sections"])
     return results
 
 
 def main(argv=None) -> dict:
-    """Command line entry point."""
+    """Command line entry point; returns the record written to ``<out>.json``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sections", nargs="+", default=["B4", "C2", "C3"])
     ap.add_argument("--methods", nargs="+", default=["uniform", "bicubic", "tesla"],
-                    choices=[*BASELINES, "diffst"])
+                    choices=list(METHODS))
     ap.add_argument("--setting", choices=["single", "across"], default="single")
     ap.add_argument("--out", default="benchmarks/results/her2st_quality",
                     help="output path without extension (.md and .json are written)")
+    ap.add_argument("--append", action="store_true",
+                    help="merge these methods into an existing <out>.json (same setting, genes)")
+    ap.add_argument("--single-results", default=None,
+                    help="with --setting across: a single-section <out>.json whose wPCC the "
+                         "across figures must beat (the targets' last column)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder of the her2st sections")
     ap.add_argument("--genes", default=None, help="gene panel file (default: genes_bench.txt)")
     ap.add_argument("--preset", default="cpu-small")
-    ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--n-samples", type=int, default=8)
+    ap.add_argument("--max-steps", type=int, default=None, help="training steps of ds.tl.fit")
+    ap.add_argument("--n-samples", type=int, default=8, help="samples of ds.tl.superresolve")
+    ap.add_argument("--steps", type=int, default=20,
+                    help="denoising steps per sample of ds.tl.superresolve")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    if a.setting == "across" and "diffst" in a.methods and len(a.sections) < 2:
+    trains = any(m in DIFFST_VARIANTS for m in a.methods)
+    if a.setting == "across" and trains and len(a.sections) < 2:
         ap.error("--setting across trains on the other sections: give at least two.")
+    out = Path(a.out)
     data_dir = Path(a.data)
     genes_file = Path(a.genes) if a.genes else data_dir / "genes_bench.txt"
     genes = read_genes(genes_file)
+    existing = None
+    if a.append:
+        if not out.with_suffix(".json").exists():
+            ap.error(f"--append: {out.with_suffix('.json')} does not exist yet; run once "
+                     "without --append first.")
+        existing = json.loads(out.with_suffix(".json").read_text())
+        if existing.get("setting") != a.setting:
+            ap.error(f"--append: {out.with_suffix('.json')} holds setting "
+                     f"{existing.get('setting')!r}, this run {a.setting!r}; one table holds "
+                     "one setting: write to another --out.")
+        if existing.get("genes") != genes:
+            ap.error(f"--append: {out.with_suffix('.json')} was scored on another gene panel "
+                     f"({existing.get('genes_file')}); pass the same --genes or another --out.")
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     diffst_kw = {"preset": a.preset, "max_steps": a.max_steps, "n_samples": a.n_samples,
-                 "seed": a.seed}
+                 "steps": a.steps, "seed": a.seed}
     results = run(a.sections, a.methods, a.setting, genes, data_dir, diffst_kw)
     for method, m in results["mean"].items():
-        print(f"MEAN {method:10s} " + " ".join(f"{s} {m[s]:.3f}" for s in SCORES))
+        print(f"MEAN {method:22s} " + " ".join(f"{s} {m[s]:.3f}" for s in SCORES))
     command = "python benchmarks/her2st_quality.py " + " ".join(
         shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-    out = Path(a.out)
+    record = {"commands": [command], "machine": machine(), "dates": [started],
+              "setting": a.setting, "genes_file": _relative(genes_file), "genes": genes,
+              **results}
+    if existing is not None:
+        record = merge_records(existing, record)
+    single = json.loads(Path(a.single_results).read_text()) if a.single_results else None
     out.parent.mkdir(parents=True, exist_ok=True)
-    shown_genes = _relative(genes_file)
-    out.with_suffix(".md").write_text(markdown(results, command=command, setting=a.setting,
-                                               genes_file=shown_genes, started=started))
-    record = {"command": command, "machine": machine(), "date": started, "setting": a.setting,
-              "genes_file": shown_genes, "genes": genes, **results}
+    out.with_suffix(".md").write_text(markdown(record, single))
     out.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    return results
+    return record
 
 
 def _relative(path: Path) -> str:

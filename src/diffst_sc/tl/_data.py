@@ -90,37 +90,52 @@ def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScal
     from ..model._patches import SectionArrays
     from ..pp._histology import tissue_mask
 
-    z = scaler.to_model(view.expression(genes), disc_area_um2(view))
-    w = gaussian_weights(view.centres_px, grid, sigma_px=view.spacing_px / 2)
-    lr, _ = spread_values(z, w, grid)
-    cov = np.asarray(coverage_matrix(view.centres_px, view.diameter_px, grid).sum(0)).ravel()
-    lr_mask = np.clip(cov, 0, 1).reshape(1, grid.height, grid.width).astype(np.float32)
+    lr, lr_mask, near = _lr_arrays(view, genes, scaler, grid)
     bbox = (grid.x0, grid.y0, grid.x0 + grid.width * grid.pixel, grid.y0 + grid.height * grid.pixel)
     pixel_um = grid.pixel * view.microns_per_pixel
     he = view.image_at(pixel_um / spec.he_factor, bbox)
     he = _fit_shape(he, (grid.height * spec.he_factor, grid.width * spec.he_factor))
     cells = view.image_at(spec.cell_um, bbox)
     tissue = tissue_mask(_block_mean(he, spec.he_factor))
-    near = np.asarray(w.sum(0)).ravel().reshape(grid.height, grid.width) > 0.05
     return SectionArrays(lr=lr, lr_mask=lr_mask, he=he,
                          cells_image=(cells * 255).round().astype(np.uint8),
                          tissue=tissue & near)
 
 
-def training_arrays(lr_view: SectionView, hr_view: SectionView, genes: list[str],
-                    spec: GridSpec):
-    """A self-supervised or supervised pair: LR spots as input, HR spots as the target."""
-    scaler = scaler_for(lr_view, genes)
-    grid = spec.grid_for(lr_view)
-    arrays = condition_arrays(lr_view, genes, scaler, grid, spec)
+def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid):
+    """LR expression spread onto the grid, the footprints' coverage, and where spots are near."""
+    z = scaler.to_model(view.expression(genes), disc_area_um2(view))
+    w = gaussian_weights(view.centres_px, grid, sigma_px=view.spacing_px / 2)
+    lr, _ = spread_values(z, w, grid)
+    cov = np.asarray(coverage_matrix(view.centres_px, view.diameter_px, grid).sum(0)).ravel()
+    lr_mask = np.clip(cov, 0, 1).reshape(1, grid.height, grid.width).astype(np.float32)
+    near = np.asarray(w.sum(0)).ravel().reshape(grid.height, grid.width) > 0.05
+    return lr, lr_mask, near
+
+
+def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: list[str],
+                    spec: GridSpec) -> list:
+    """Training pairs: each LR view (e.g. pseudo-spot lattices at different phases) as input,
+    the HR spots as the target. The pairs share the H&E arrays and the target."""
+    from dataclasses import replace
+
+    first = lr_views[0]
+    scaler = scaler_for(first, genes)
+    pixel = spec.pixel_fraction * first.spacing_px
+    grid = Grid.around(hr_view.centres_px, pixel, spec.margin_spacings * first.spacing_px)
+    base = condition_arrays(first, genes, scaler, grid, spec)
     z_hr = scaler.to_model(hr_view.expression(genes), disc_area_um2(hr_view))
     # The target is known inside the HR footprints; a narrow kernel fills their pixels.
     sigma = max(hr_view.diameter_px / 2, grid.pixel / 2)
     w = gaussian_weights(hr_view.centres_px, grid, sigma_px=sigma)
     target, support = spread_values(z_hr, w, grid)
-    arrays.target = target
-    arrays.weight = np.clip(support, 0, 1)[None].astype(np.float32)
-    return arrays
+    base.target = target
+    base.weight = np.clip(support, 0, 1)[None].astype(np.float32)
+    pairs = [base]
+    for view in lr_views[1:]:
+        lr, lr_mask, _ = _lr_arrays(view, genes, scaler, grid)
+        pairs.append(replace(base, lr=lr, lr_mask=lr_mask))
+    return pairs
 
 
 def _block_mean(a: np.ndarray, k: int) -> np.ndarray:

@@ -176,23 +176,56 @@ def _gene_graph(sdatas, views, genes, key, table_key) -> np.ndarray:
 
 def _training_sections(sdatas, views, genes, spec, supervised: bool = False):
     """Training pairs of each section: (LR spots as input, finer truth as target)."""
-    from .. import pp
-
     sections = []
     for s, v in zip(sdatas, views, strict=True):
         if supervised:
-            sections.append(_supervised_pair(s, v, genes, spec))
-            continue
-        # Self-supervised: the section degraded to pseudo-spots (input) -> its spots (target).
-        pair = pp.degrade(s, table_key=v.table_key, coordinate_system=v.coordinate_system,
-                          image_key=v.image_key)
-        lr = section_view(pair, table_key="table", coordinate_system=v.coordinate_system,
-                          microns_per_pixel=v.microns_per_pixel)
-        if lr.n_spots < 2:
-            raise ValueError(f"Section {v.name!r} has too few spots ({v.n_spots}) to learn from: "
-                             "at least a few dozen measured spots are needed.")
-        sections.append(training_arrays(lr, v, genes, spec))
+            sections.extend(_supervised_pair(s, v, genes, spec))
+        else:
+            sections.extend(_self_supervised_pairs(s, v, genes, spec))
     return sections
+
+
+def _self_supervised_pairs(sdata, view, genes, spec):
+    """The section's spots summed into pseudo-spots (input) -> its spots (target).
+
+    On a square array every phase of the 2 x 2 blocks is used (4 pseudo-spot lattices), which
+    multiplies what a single section teaches without inventing any count.
+    """
+    from .. import pp
+
+    lr_views = []
+    for shifted in _block_phases(sdata, view):
+        pair = pp.degrade(shifted, table_key=view.table_key,
+                          coordinate_system=view.coordinate_system, image_key=view.image_key)
+        lr = section_view(pair, table_key="table", coordinate_system=view.coordinate_system,
+                          microns_per_pixel=view.microns_per_pixel)
+        if lr.n_spots >= 2:
+            lr_views.append(lr)
+    if not lr_views:
+        raise ValueError(f"Section {view.name!r} has too few spots ({view.n_spots}) to learn "
+                         "from: at least a few dozen measured spots are needed.")
+    return training_arrays(lr_views, view, genes, spec)
+
+
+def _block_phases(sdata, view):
+    """The section itself, plus copies whose array positions are shifted by one (square arrays)."""
+    from spatialdata import SpatialData
+
+    obs = view.adata.obs
+    yield sdata
+    if not {"array_row", "array_col"} <= set(obs.columns):
+        return
+    from ..pp._degrade import _is_hex_lattice
+
+    if _is_hex_lattice(obs["array_row"], obs["array_col"]):
+        return
+    for dy, dx in ((0, 1), (1, 0), (1, 1)):
+        table = view.adata.copy()
+        table.obs["array_row"] = table.obs["array_row"].to_numpy(int) + dy
+        table.obs["array_col"] = table.obs["array_col"].to_numpy(int) + dx
+        yield SpatialData(images={view.image_key: sdata.images[view.image_key]},
+                          shapes={view.shapes_key: sdata.shapes[view.shapes_key]},
+                          tables={view.table_key: table})
 
 
 def _supervised_pair(sdata, view, genes, spec):
@@ -203,7 +236,7 @@ def _supervised_pair(sdata, view, genes, spec):
     hr = section_view(sdata, table_key="hr_table", image_key=view.image_key,
                       coordinate_system=view.coordinate_system,
                       microns_per_pixel=view.microns_per_pixel)
-    return training_arrays(view, hr, genes, spec)
+    return training_arrays([view], hr, genes, spec)
 
 
 def _patch_sampler(sections, net_cfg, budget):

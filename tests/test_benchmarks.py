@@ -1,0 +1,180 @@
+"""The benchmark scripts (benchmarks/): scoring against the reference, ablations, helpers.
+
+Nothing here trains a model: the scoring path runs with the untrained baselines, and the ablations
+are checked up to the call of ``ds.tl.fit``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import diffst_sc as ds
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+#: ``../shared/tools/her2st_reference.py ../shared/data/her2st C2 --genes genes_bench.txt``.
+REFERENCE_C2 = {
+    "uniform": {"PCC": 0.7525689595388934, "NRMSE": 0.13986455375177528,
+                "SSIM": 0.67540575732708, "wPCC": 0.0},
+    "bicubic": {"PCC": 0.7787922843241064, "NRMSE": 0.1323732231888971,
+                "SSIM": 0.72025836119367, "wPCC": 0.3174308775478853},
+}
+
+
+def _module(name: str):
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def hq():
+    return _module("her2st_quality")
+
+
+@pytest.fixture(scope="module")
+def c2_results(hq, her2st_c2, bench_genes):
+    return hq.run(["C2"], ["uniform", "bicubic"], "single", bench_genes, Path("unused"), {},
+                  loaded={"C2": her2st_c2})
+
+
+def _record(hq, results, genes, setting="single"):
+    return {"commands": ["test"], "dates": ["today"], "machine": "test", "setting": setting,
+            "genes_file": "genes_bench.txt", "genes": genes, **copy.deepcopy(results)}
+
+
+def test_modules_import():
+    for name in ("baselines", "her2st_quality", "speed", "xenium"):
+        assert callable(_module(name).main if name != "baselines" else _module(name).uniform)
+
+
+def test_scores_match_the_reference_implementation(c2_results):
+    for method, ref in REFERENCE_C2.items():
+        got = c2_results["sections"]["C2"][method]
+        assert got["n_genes"] == 100
+        for score, value in ref.items():
+            assert got[score] == pytest.approx(value, abs=1e-9), (method, score)
+        assert "coverage" not in got and "consistency_error" not in got
+    assert c2_results["mean"]["uniform"]["sections"] == ["C2"]
+
+
+def test_append_merges_methods_and_refuses_other_settings(hq, c2_results, bench_genes):
+    full = _record(hq, c2_results, bench_genes)
+    first, second = copy.deepcopy(full), copy.deepcopy(full)
+    del first["sections"]["C2"]["bicubic"]
+    del second["sections"]["C2"]["uniform"]
+    first["mean"], second["mean"] = (hq.section_means(first["sections"]),
+                                     hq.section_means(second["sections"]))
+    merged = hq.merge_records(first, second)
+    assert list(merged["sections"]["C2"]) == ["uniform", "bicubic"]
+    assert merged["mean"]["bicubic"]["wPCC"] == pytest.approx(REFERENCE_C2["bicubic"]["wPCC"])
+    assert merged["commands"] == ["test", "test"]
+    page = hq.markdown(merged)
+    assert "| C2 | bicubic | 0.779 | 0.132 | 0.720 | 0.317 | - | - | 100 |" in page
+    assert "No Diff-ST result" in page
+    with pytest.raises(ValueError, match="setting"):
+        hq.merge_records(first, _record(hq, c2_results, bench_genes, setting="across"))
+
+
+def test_targets_are_computed_from_the_numbers(hq, c2_results, bench_genes):
+    record = _record(hq, c2_results, bench_genes)
+    bic = record["sections"]["C2"]["bicubic"]
+    good = {**bic, "wPCC": 1.5 * bic["wPCC"] + 0.01, "coverage": 0.9,
+            "consistency_error": 0.01, "options": {}}
+    bad = {**bic, "PCC": bic["PCC"] - 0.01, "wPCC": bic["wPCC"], "coverage": 0.5,
+           "consistency_error": 0.01, "options": {}}
+    record["sections"]["C2"].update({"diffst": good, "diffst-no-graph": bad})
+    record["mean"] = hq.section_means(record["sections"])
+    rows = {line.split(" | ")[0].strip("| "): line for line in hq.target_rows(record)
+            if line.startswith("| diffst")}
+    assert rows["diffst"].count("reached") == 5 and "missed" not in rows["diffst"]
+    cells = rows["diffst-no-graph"].strip("| ").split(" | ")
+    assert [c.split(" ")[0] for c in cells[2:]] == ["missed", "missed", "reached", "reached",
+                                                    "missed"]
+
+
+def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypatch):
+    from diffst_sc.model import DiffusionConfig, NetConfig
+
+    fields = {f.name for f in dataclasses.fields(NetConfig)} | {
+        f.name for f in dataclasses.fields(DiffusionConfig)}
+    expected = {"diffst": {}, "diffst-regression": {"deterministic": True},
+                "diffst-no-disentangle": {"use_disentangle": False},
+                "diffst-no-cells": {"use_cell_attention": False},
+                "diffst-no-graph": {"use_gene_graph": False}}
+    assert hq.DIFFST_VARIANTS == expected
+    assert all(set(v) <= fields for v in expected.values())
+
+    class Called(Exception):
+        pass
+
+    seen = {}
+
+    def fake_fit(data, **kw):
+        seen.update(kw)
+        raise Called
+
+    monkeypatch.setattr(hq.ds.tl, "fit", fake_fit)
+    lr = hq.degrade_section(her2st_c2, bench_genes[:5])
+    base = {"preset": "cpu-small", "max_steps": 3, "n_samples": 4, "steps": 2, "seed": 1}
+    switches = {"deterministic", "use_disentangle", "use_cell_attention", "use_gene_graph"}
+    for name, overrides in expected.items():
+        seen.clear()
+        with pytest.raises(Called):
+            hq.predict(name, lr, bench_genes[:5], setting="single", others=list,
+                       diffst_kw=base)
+        assert {k: v for k, v in seen.items() if k in switches} == overrides
+        assert seen["max_steps"] == 3 and seen["seed"] == 1 and seen["genes"] == bench_genes[:5]
+        n_samples = hq.diffst_options(name, base)["n_samples"]
+        assert n_samples == (1 if name == "diffst-regression" else 4)
+
+
+def test_tiled_section_repeats_spots_and_blocks(her2st_c2):
+    speed = _module("speed")
+    one = ds.io.section_view(her2st_c2)
+    tiled = speed.tiled_section(her2st_c2, 2, he_downsample=8)
+    view = ds.io.section_view(tiled)
+    assert view.n_spots == 4 * one.n_spots
+    assert view.microns_per_pixel == pytest.approx(8 * one.microns_per_pixel)
+    assert view.spacing_um == pytest.approx(one.spacing_um, rel=0.01)
+    obs = view.adata.obs
+    assert not obs.duplicated(["array_row", "array_col"]).any()
+    # the second tile's spots sit one crop to the right, on the same tissue
+    n = one.n_spots
+    shift = view.centres_px[n:2 * n] - view.centres_px[:n]
+    assert np.ptp(shift, axis=0) == pytest.approx([0, 0], abs=1e-6)
+    img = np.asarray(tiled.images["he"]["scale0"]["image"].data)
+    xy = np.round(view.centres_px).astype(int)
+    np.testing.assert_array_equal(img[:, xy[:n, 1], xy[:n, 0]],
+                                  img[:, xy[n:2 * n, 1], xy[n:2 * n, 0]])
+    # each tile keeps the section's own 2 x 2 blocks
+    genes = ["ERBB2"]
+    lr_one = ds.pp.degrade(her2st_c2, mode="square", genes=genes)
+    lr_tiled = ds.pp.degrade(tiled, mode="square", genes=genes)
+    assert lr_tiled.tables["table"].n_obs == 4 * lr_one.tables["table"].n_obs
+
+
+def test_xenium_baselines_score_through_evaluate(xenium_sdata):
+    xen = _module("xenium")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pair = ds.pp.degrade(xenium_sdata, mode="transcripts", hr_pixel_um=4.0,
+                             spot_diameter_um=20.0, spot_spacing_um=30.0)
+    genes = ds.pp.select_genes(pair, n_top=10, table_key="table")
+    scores = {}
+    for method in ("nearest", "cubic"):
+        xen.add_layer(pair, method, xen.baseline_layer(pair, genes, method), genes)
+        scores[method] = xen.score(pair, method, genes)
+    # a copy of the pseudo-spots adds nothing within them and integrates back to them
+    assert scores["nearest"]["wPCC"] == pytest.approx(0.0, abs=1e-12)
+    assert scores["nearest"]["consistency_error"] < 0.01
+    assert scores["nearest"]["coverage"] is None
+    assert scores["cubic"]["wPCC"] > 0.02
