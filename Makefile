@@ -6,7 +6,7 @@ demo: setup-demo
 
 test: setup-test
 	.venv/bin/python -m pytest -n 2 --dist loadfile -q
-	bash docs/build.sh
+	PYTHON=.venv/bin/python bash docs/build.sh
 
 setup-demo:
 	bash scripts/setup.sh
@@ -15,7 +15,7 @@ setup-test:
 	bash scripts/setup.sh test,doc
 
 docs: setup-test
-	bash docs/build.sh
+	PYTHON=.venv/bin/python bash docs/build.sh
 
 lint:
 	.venv/bin/ruff check src tests benchmarks

@@ -14,7 +14,7 @@ from ._inputs import as_sdata_list, remember_model
 
 #: Training budgets per preset (the network's sizes come from ``model.preset``).
 TRAINING_PRESETS = {
-    "cpu-small": {"max_steps": 1500, "batch_size": 8, "patch_size": 32, "lr": 1e-3},
+    "cpu-small": {"max_steps": 800, "batch_size": 8, "patch_size": 32, "lr": 1e-3},
     "gpu-large": {"max_steps": 30000, "batch_size": 32, "patch_size": 64, "lr": 2e-4},
 }
 
