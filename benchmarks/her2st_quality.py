@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -37,6 +36,7 @@ import numpy as np
 import diffst_sc as ds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
 from baselines import (  # noqa: E402
     BASELINES,
     HR_TABLE,
@@ -221,26 +221,6 @@ def score_method(method: str, lr_sdata, genes, *, setting, others, diffst_kw) ->
         r = score_predictions(lr_sdata, pred, genes)
         r["seconds"] = seconds
     return r
-
-
-def machine() -> str:
-    """A one-line description of the hardware (and torch's threads or GPU once imported)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
-    if "torch" in sys.modules:
-        import torch
-
-        desc += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
-        if torch.cuda.is_available():
-            desc += f", GPU {torch.cuda.get_device_name(0)}"
-    return desc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ._checks import check_counts, check_spots_in_image
-from ._view import SECTION_UNS_KEY
 from ._spatialdata import build_sdata
+from ._view import SECTION_UNS_KEY
 
 
 def read_legacy_st(

@@ -94,8 +94,10 @@ class SectionView:
 
     def image_at(self, microns_per_pixel: float,
                  bbox_px: tuple[float, float, float, float] | None = None) -> np.ndarray:
-        """The RGB H&E (or a window ``(x0, y0, x1, y1)`` of it, in H&E pixels) resampled to
-        ``microns_per_pixel``, as ``(3, y, x)`` float32 in [0, 1]."""
+        """The RGB H&E resampled to ``microns_per_pixel``, as ``(3, y, x)`` float32 in [0, 1].
+
+        ``bbox_px`` ``(x0, y0, x1, y1)`` restricts it to a window, in full-resolution H&E pixels.
+        """
         from ..pp._histology import resample_image
 
         return resample_image(self.image_scales or [self.image], self.microns_per_pixel,
@@ -238,29 +240,29 @@ def _pick_table(sdata, table_key):
     return tables[0]
 
 
-def _pick_coordinate_system(sdata, shapes, cs):
+def _pick_coordinate_system(sdata, element, cs, what: str = "spots"):
+    """The coordinate system shared by ``element`` and an RGB(A) image (``cs`` checked if given)."""
     from spatialdata.transformations import get_transformation
 
-    shape_cs = list(get_transformation(shapes, get_all=True))
+    element_cs = list(get_transformation(element, get_all=True))
     if cs is not None:
         if cs not in sdata.coordinate_systems:
             raise ValueError(f"Unknown coordinate system {cs!r}; this SpatialData has "
                              f"{list(sdata.coordinate_systems)}. Pass one of them as "
                              "`coordinate_system=`.")
-        if cs not in shape_cs:
-            raise ValueError(f"The spots are not placed in coordinate system {cs!r}; they are in "
-                             f"{shape_cs}.")
+        if cs not in element_cs:
+            raise ValueError(f"The {what} are not placed in coordinate system {cs!r}; they are "
+                             f"in {element_cs}.")
         return cs
-    with_image = [c for c in shape_cs if any(
-        c in get_transformation(im, get_all=True) for im in sdata.images.values())]
+    with_image = [c for c in element_cs if any(
+        c in get_transformation(im, get_all=True) and _image_scales(im)[0].shape[0] in (3, 4)
+        for im in sdata.images.values())]
     if not with_image:
-        raise ValueError(f"No image shares a coordinate system with the spots (they are in "
-                         f"{shape_cs}); add the H&E to one of them.")
-    if len(with_image) > 1:
-        # spatialdata-io's Visium reader adds downscaled systems; the full-resolution one is
-        # the shortest name, which is also the dataset id.
-        with_image = sorted(with_image, key=lambda c: (c != "global", len(c)))
-    return with_image[0]
+        raise ValueError(f"No RGB H&E image shares a coordinate system with the {what} (they "
+                         f"are in {element_cs}); add the H&E to one of them.")
+    # spatialdata-io's Visium reader adds downscaled systems; the full-resolution one is the
+    # shortest name, which is also the dataset id.
+    return sorted(with_image, key=lambda c: (c != "global", len(c)))[0]
 
 
 def _image_scales(el) -> list:

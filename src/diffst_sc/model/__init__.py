@@ -3,6 +3,7 @@
 Nothing here knows AnnData or SpatialData; :mod:`diffst_sc.tl` turns data into tensors.
 """
 
+from ._checkpoint import load_state, save_state
 from ._config import NetConfig, preset
 from ._consistency import FootprintProjection
 from ._device import resolve_device
@@ -10,7 +11,6 @@ from ._diffusion import DiffusionConfig, GaussianDiffusion
 from ._network import ConditionFeatures, DiffSTNet
 from ._patches import PatchSampler, SectionArrays
 from ._samplers import DDIMSampler, DDPMSampler, make_sampler
-from ._checkpoint import load_state, save_state
 from ._trainer import EMA, StepInfo, TrainerConfig, TrainingResult, fit_model, unwrap_module
 
 __all__ = [

@@ -150,6 +150,12 @@ def infer_array_positions(centres_px: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
     spacing = spot_spacing(centres_px)
     tree = cKDTree(centres_px)
+    d, _ = tree.query(centres_px, k=2)
+    if np.mean(np.abs(d[:, 1] / spacing - 1) < 0.15) < 0.8:
+        raise ValueError("The table has no array positions (array_row/array_col) and its spots "
+                         "are not on a regular lattice (cells?), so they cannot be grouped into "
+                         "pseudo-spots. Add the array positions to table.obs, or use "
+                         "mode='transcripts' for subcellular data.")
     n_nb = np.array([len(p) - 1 for p in tree.query_ball_point(centres_px, 1.2 * spacing)])
     is_hex = bool(np.median(n_nb[n_nb > 0]) > 4) if (n_nb > 0).any() else False
     xy = centres_px - centres_px.min(0)
@@ -405,27 +411,9 @@ def _pick_points(sdata, points_key):
 
 
 def _points_coordinate_system(sdata, points, cs):
-    from spatialdata.transformations import get_transformation
+    from ..io._view import _pick_coordinate_system
 
-    from ..io._view import _image_scales
-
-    pts_cs = list(get_transformation(points, get_all=True))
-    if cs is not None:
-        if cs not in sdata.coordinate_systems:
-            raise ValueError(f"Unknown coordinate system {cs!r}; this SpatialData has "
-                             f"{list(sdata.coordinate_systems)}. Pass one of them as "
-                             "`coordinate_system=`.")
-        if cs not in pts_cs:
-            raise ValueError(f"The transcripts are not placed in coordinate system {cs!r}; they "
-                             f"are in {pts_cs}.")
-        return cs
-    shared = [c for c in pts_cs if any(
-        c in get_transformation(im, get_all=True) and _image_scales(im)[0].shape[0] in (3, 4)
-        for im in sdata.images.values())]
-    if not shared:
-        raise ValueError(f"No RGB H&E image shares a coordinate system with the transcripts (in "
-                         f"{pts_cs}); register the H&E to them first.")
-    return sorted(shared, key=lambda c: (c != "global", len(c)))[0]
+    return _pick_coordinate_system(sdata, points, cs, what="transcripts")
 
 
 def _microns_per_cs_unit(a_pts: np.ndarray, points_key: str) -> float:

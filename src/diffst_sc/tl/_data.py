@@ -116,7 +116,8 @@ def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, gr
 def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: list[str],
                     spec: GridSpec) -> list:
     """Training pairs: each LR view (e.g. pseudo-spot lattices at different phases) as input,
-    the HR spots as the target. The pairs share the H&E arrays and the target."""
+    the HR spots as the target. The pairs share the H&E arrays and the target.
+    """
     from dataclasses import replace
 
     first = lr_views[0]

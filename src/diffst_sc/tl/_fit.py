@@ -80,6 +80,8 @@ def fit(
         ``ds.pp.degrade`` lays it out (``tables["table"]`` the low-resolution spots,
         ``tables["hr_table"]`` the truth: finer spots, Visium HD bins or binned Xenium
         transcripts).
+    progress
+        Show a progress bar with the loss.
     **config
         Overrides of the network configuration (``ds.model.NetConfig`` fields, e.g.
         ``use_gene_graph=False``) and ``deterministic=True`` for the non-diffusion ablation.
@@ -98,7 +100,8 @@ def fit(
     import torch
 
     from .. import pp
-    from ..model import DiffusionConfig, TrainerConfig, fit_model, preset as net_preset
+    from ..model import DiffusionConfig, TrainerConfig, fit_model
+    from ..model import preset as net_preset
     from ._diffst import DiffST
 
     if preset not in TRAINING_PRESETS:

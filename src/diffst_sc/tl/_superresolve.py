@@ -254,8 +254,7 @@ def _regrid(mean, std, grid: Grid, pixel_px: float):
 
 def layer_transform(sdata, view: SectionView, grid: Grid):
     """The transformation placing a grid raster over the H&E in the view's coordinate system."""
-    from spatialdata.transformations import (Scale, Sequence, Translation,
-                                             get_transformation)
+    from spatialdata.transformations import Scale, Sequence, Translation, get_transformation
 
     to_cs = get_transformation(sdata.images[view.image_key],
                                to_coordinate_system=view.coordinate_system)
