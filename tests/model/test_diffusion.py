@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffst_sc.model import (DDIMSampler, DDPMSampler, DiffusionConfig, FootprintProjection,
-                             GaussianDiffusion, make_sampler)
+from diffst_sc.model import (
+    DDIMSampler,
+    DDPMSampler,
+    DiffusionConfig,
+    FootprintProjection,
+    GaussianDiffusion,
+    make_sampler,
+)
 
 
 def test_linear_schedule_matches_ddpm():
@@ -89,3 +95,19 @@ def test_projection_makes_footprint_means_match():
     v0 = proj.to_density(z.reshape(3, 1, 4))
     torch.testing.assert_close(v[..., 0] / v[..., 1], v0[..., 0] / v0[..., 1], rtol=1e-3,
                                atol=1e-3)
+
+
+def test_projection_lifts_empty_footprints_without_blowing_up_neighbours():
+    # spot 0 measured 50 but predicted as exactly zero; pixel 4 lies outside every footprint
+    cov = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0, 0.0]])
+    spread = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
+    target = torch.tensor([[50.0], [5.0]])
+    mu, sd = torch.tensor([0.0]), torch.tensor([1.0])
+    proj = FootprintProjection(cov, spread, target, mu, sd, iters=2)
+    z = torch.tensor([[[[-50.0, -50.0, 1.0, 1.0, 1.0]]]])  # expm1(-50) = -1 -> density 0
+    out = z
+    for _ in range(10):  # as over the steps of a sampler
+        out = proj(out)
+    v = proj.to_density(out.reshape(1, 1, 5))
+    assert torch.isfinite(v).all() and v.max() < 1e3
+    assert float(proj.relative_error(out)) < 0.05

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import torch
 
+#: Smallest density a pixel is given before rescaling (model units: per 10,000 per area).
+DENSITY_FLOOR = 1e-3
+#: Largest change of log-density one correction round may make.
+MAX_LOG_STEP = 3.0
+
 
 class FootprintProjection:
     """Rescale maps so that their mean over each spot footprint matches the measured spot.
@@ -50,11 +55,14 @@ class FootprintProjection:
         if self.coverage.shape[0] == 0:
             return z
         n, g, h, w = z.shape
-        v = self.to_density(z.reshape(n, g, h * w))
+        # A floor lets a multiplicative correction lift pixels that are exactly zero; the
+        # clamp keeps one round from amplifying pixels far from every footprint.
+        v = self.to_density(z.reshape(n, g, h * w)).clamp_min(DENSITY_FLOOR)
         for _ in range(self.iters):
             means = v @ self.coverage.T  # (N, G, spots)
             log_ratio = self.log_target.T.unsqueeze(0) - torch.log(means + 1e-3)
-            v = v * torch.exp(log_ratio @ self.spread.T)
+            step = (log_ratio.clamp(-MAX_LOG_STEP, MAX_LOG_STEP) @ self.spread.T)
+            v = v * torch.exp(step.clamp(-MAX_LOG_STEP, MAX_LOG_STEP))
         return self.to_model(v).reshape(n, g, h, w)
 
     def relative_error(self, z: torch.Tensor) -> torch.Tensor:

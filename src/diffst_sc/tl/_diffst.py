@@ -60,6 +60,8 @@ class DiffST:
         self.grid_spec = grid_spec or GridSpec()
         self.training = dict(training or {})
         self.history: list[dict] = []
+        #: Per-gene RMS error (model units) of the mean prediction on the training pairs.
+        self.residual_sd: list[float] | None = None
         g = None if graph is None else torch.as_tensor(np.asarray(graph, np.float32))
         self.module = DiffSTNet(net_config, g)
         self.diffusion = GaussianDiffusion(diffusion_config)
@@ -95,6 +97,7 @@ class DiffST:
             "grid": asdict(self.grid_spec),
             "training": self.training,
             "history": self.history,
+            "residual_sd": self.residual_sd,
         }
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -132,4 +135,5 @@ class DiffST:
                     training=cfg.get("training"))
         model.module.load_state_dict(load_state(path / _WEIGHTS_FILE))
         model.history = list(cfg.get("history", []))
+        model.residual_sd = cfg.get("residual_sd")
         return model

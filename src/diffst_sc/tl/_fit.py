@@ -153,6 +153,7 @@ def fit(
     result.ema.copy_to(model.module)
     model.module.to("cpu")
     model.history = list(result.history)
+    model.residual_sd = _residual_sd(model, sections, seed)
     remember_model(data, model)
     remember_model(sdatas, model)
     return model
@@ -240,6 +241,44 @@ def _supervised_pair(sdata, view, genes, spec):
                       coordinate_system=view.coordinate_system,
                       microns_per_pixel=view.microns_per_pixel)
     return training_arrays([view], hr, genes, spec)
+
+
+def _residual_sd(model, sections, seed: int, max_sections: int = 8) -> list[float]:
+    """Per-gene RMS error (model units) of the fitted model's mean prediction on its pairs.
+
+    ``superresolve`` adds it to the spread of the samples, so that the uncertainty also covers
+    what the model gets wrong on average, not only how much its samples differ.
+    """
+    import torch
+
+    from ..model._patches import patch_condition
+
+    net, cfg = model.module.eval(), model.net_config
+    net.set_active_cells(cfg.n_cells)
+    rng = np.random.default_rng(seed)
+    t_last = model.diffusion.num_train_steps - 1
+    num = np.zeros(cfg.n_genes)
+    den = 0.0
+    size = 32
+    for sec in sections[:max_sections]:
+        h, w = sec.shape
+        for i in range(0, h, size):
+            for j in range(0, w, size):
+                cond = patch_condition(sec, i, j, size, cfg.n_cells, cfg.cell_size, rng)
+                cond = {k: torch.from_numpy(np.ascontiguousarray(v))[None]
+                        for k, v in cond.items()}
+                x_t = torch.from_numpy(rng.standard_normal((1, cfg.n_genes, size, size))
+                                       .astype(np.float32))
+                tt = torch.full((1,), t_last)
+                with torch.no_grad():
+                    out, _ = net(x_t, tt.float() / model.diffusion.num_train_steps, cond)
+                    x0 = model.diffusion.split(x_t, tt, out)[0][0].numpy()
+                hi, wj = min(size, h - i), min(size, w - j)
+                wt = sec.weight[0, i:i + hi, j:j + wj]
+                err = (x0[:, :hi, :wj] - sec.target[:, i:i + hi, j:j + wj]) ** 2
+                num += (err * wt).sum((1, 2))
+                den += float(wt.sum())
+    return np.sqrt(num / max(den, 1e-6)).astype(float).tolist()
 
 
 def _patch_sampler(sections, net_cfg, budget):

@@ -33,10 +33,11 @@ def superresolve(
     """Super-resolve a section with a fitted model and add the maps to it as image layers.
 
     Writes ``sdata.images[key_added]`` (mean over samples; channels = the model's genes, one
-    gene per chunk) and ``sdata.images[key_added + "_std"]`` (per-pixel standard deviation over
-    samples), both placed exactly over the H&E in the section's coordinate system. Values are in
-    the table's units per spot footprint: averaging the layer over a measured spot gives that
-    spot's expression (every sampling step is projected onto that constraint; the remaining
+    gene per chunk) and ``sdata.images[key_added + "_std"]`` (per-pixel uncertainty: the
+    standard deviation of the samples combined with the model's own error measured on its
+    training pairs), both placed exactly over the H&E in the section's coordinate system. Values
+    are in the table's units per spot footprint: averaging the layer over a measured spot gives
+    that spot's expression (every sampling step is projected onto that constraint; the remaining
     relative error is stored in ``table.uns[key_added]["consistency_error"]``).
 
     Parameters
@@ -198,10 +199,24 @@ def _sample_maps(view: SectionView, model, *, n_samples, steps, sampler, seed, d
     std = np.sqrt(np.clip(acc2 / wsum - mean**2, 0, None))
     mean, std, err = _project_global(mean, std, cov, spread, target * scaler.section_scale
                                      / 1e4 * area)
+    std = _with_model_error(mean, std, model.residual_sd, scaler, area)
     keep = arrays.tissue | (np.asarray(cov.sum(0)).reshape(h, w) > 0)
     mean *= keep
     std *= keep
     return mean.astype(np.float32), std.astype(np.float32), grid, err
+
+
+def _with_model_error(mean, std, residual_sd, scaler, area):
+    """Add the model's own error (measured on its training pairs) to the spread of the samples.
+
+    A residual of ``r`` standardised log units is ``r * sd_g`` in log1p-density; to first order
+    that is ``(mean + c) * r * sd_g`` in counts, with ``c`` the counts of one density unit.
+    """
+    if residual_sd is None:
+        return std
+    c = scaler.section_scale / 1e4 * area
+    extra = (mean + c) * (np.asarray(residual_sd) * scaler.sd)[:, None, None]
+    return np.sqrt(std**2 + extra**2)
 
 
 def _spread(view: SectionView, grid: Grid) -> sp.csr_matrix:
@@ -231,11 +246,15 @@ def _project_global(mean, std, cov, spread, target, iters: int = 8):
     g, h, w = mean.shape
     m = mean.reshape(g, h * w).T  # (HW, G)
     s = std.reshape(g, h * w).T
+    from ..model._consistency import MAX_LOG_STEP
+
     c = normalised_rows(cov.tocsr())
+    floor = 1e-3 * max(float(np.median(target[target > 0])) if (target > 0).any() else 1.0, 1e-12)
+    m = np.maximum(m, floor)
     for _ in range(iters):
         fp = c @ m
-        ratio = np.log(target + 1e-3) - np.log(fp + 1e-3)
-        f = np.exp(spread @ ratio)
+        ratio = np.clip(np.log(target + floor) - np.log(fp + floor), -MAX_LOG_STEP, MAX_LOG_STEP)
+        f = np.exp(np.clip(spread @ ratio, -MAX_LOG_STEP, MAX_LOG_STEP))
         m, s = m * f, s * f
     fp = c @ m
     err = float(np.abs(fp - target).sum() / max(np.abs(target).sum(), 1e-12))
