@@ -35,7 +35,9 @@ extensions = [
 # --- sources -------------------------------------------------------------------------------------
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "README.md"]
+# Files made by this conf.py and pulled into pages with {include}; not pages themselves.
+exclude_patterns = ["_build", "jupyter_execute", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints",
+                    "benchmark_tables.md", "api/_cli_help.md"]
 templates_path = ["_templates"]
 
 # --- notebooks: rendered with their saved outputs, never executed during the build ---------------
@@ -95,11 +97,10 @@ def _copy_tutorials() -> None:
 def _benchmark_tables() -> None:
     """Write ``benchmark_tables.md``: every committed table of ``benchmarks/results/`` included."""
     results = sorted((ROOT / "benchmarks" / "results").glob("*.md"))
-    lines = ["# Result tables", "",
-             "Every table committed under `benchmarks/results/`, as its script wrote it.", ""]
+    lines = []
     for table in results:
         lines += [f"```{{include}} ../benchmarks/results/{table.name}",
-                  ":heading-offset: 1", "```", ""]
+                  ":heading-offset: 2", "```", ""]
     text = "\n".join(lines)
     out = DOCS / "benchmark_tables.md"
     if not out.exists() or out.read_text() != text:
@@ -115,3 +116,24 @@ def _check_changelog() -> None:
 _copy_tutorials()
 _benchmark_tables()
 _check_changelog()
+
+
+def _cli_help() -> None:
+    """Write ``api/_cli_help.md``: the ``--help`` of the ``diffst`` command and its subcommands."""
+    import subprocess
+
+    def help_of(*args: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "diffst_sc.cli", *args, "--help"],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        return run.stdout.rstrip()
+
+    parts = ["## `diffst --help`", "", "```text", help_of(), "```", ""]
+    for command in ("demo", "fit", "superresolve"):
+        parts += [f"## `diffst {command} --help`", "", "```text", help_of(command), "```", ""]
+    text = "\n".join(parts)
+    out = DOCS / "api" / "_cli_help.md"
+    if not out.exists() or out.read_text() != text:
+        out.write_text(text)
+
+
+_cli_help()

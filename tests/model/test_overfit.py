@@ -2,8 +2,15 @@
 
 import torch
 
-from diffst_sc.model import (DiffSTNet, DiffusionConfig, GaussianDiffusion, TrainerConfig,
-                             fit_model, make_sampler, preset)
+from diffst_sc.model import (
+    DiffSTNet,
+    DiffusionConfig,
+    GaussianDiffusion,
+    TrainerConfig,
+    fit_model,
+    make_sampler,
+    preset,
+)
 
 
 def _batch(g=4, p=16, k=2, n_cells=4, c=8):

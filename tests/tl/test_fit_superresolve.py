@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
-from diffst_sc.io._view import _affine
-from diffst_sc.tl._readout import layer_footprint_means
-
 from conftest import FIT_BUDGET as BUDGET
 from conftest import FIT_GENES as GENES
 from conftest import SAMPLING
+from diffst_sc.io._view import _affine
+from diffst_sc.tl._readout import layer_footprint_means
 
 
 @pytest.fixture(scope="module")
