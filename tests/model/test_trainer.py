@@ -233,7 +233,15 @@ def test_error_in_callback_resumes_from_last_periodic_checkpoint(tmp_path):
     assert_same_weights(full.module, resumed.module)
 
 
-def test_ctrl_c_finishes_the_step_then_saves(tmp_path):
+@pytest.fixture
+def interactive_sigint():
+    """SIGINT handled as in an interactive session (CI and background jobs may ignore it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_finishes_the_step_then_saves(tmp_path, interactive_sigint):
     after_signal = []
 
     def press_ctrl_c(info):
