@@ -9,7 +9,13 @@ import scipy.sparse as sp
 
 
 class NotCountsWarning(UserWarning):
-    """Expression values are not raw integer counts (e.g. already normalised)."""
+    """Expression values are not raw integer counts (e.g. already normalised).
+
+    Examples
+    --------
+    >>> import warnings, diffst_sc as ds
+    >>> warnings.filterwarnings("ignore", category=ds.io.NotCountsWarning)
+    """
 
 
 def _values(x) -> np.ndarray:

@@ -44,6 +44,11 @@ class SectionView:
         Where the pieces came from in the SpatialData object.
     layer
         The layer of ``adata`` holding expression (``None`` for ``X``).
+
+    Examples
+    --------
+    >>> view = ds.io.section_view(sdata)  # doctest: +SKIP
+    >>> view.expression(["ERBB2"]).shape, view.microns_per_pixel  # doctest: +SKIP
     """
 
     name: str
@@ -175,6 +180,13 @@ def section_view(
     Returns
     -------
     SectionView
+
+    Examples
+    --------
+    >>> import diffst_sc as ds
+    >>> view = ds.io.section_view(ds.datasets.her2st_demo())
+    >>> view.n_spots
+    187
     """
     from spatialdata.transformations import get_transformation
 

@@ -43,6 +43,14 @@ def save_state(path: str | os.PathLike, state_dict: Mapping) -> Path:
     ------
     TypeError
         If a value could not be loaded back with ``torch.load(weights_only=True)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from diffst_sc.model import load_state, save_state
+    >>> path = save_state("weights.pt", torch.nn.Linear(2, 2).state_dict())  # doctest: +SKIP
+    >>> sorted(load_state(path))  # doctest: +SKIP
+    ['bias', 'weight']
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(
@@ -85,6 +93,10 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         If ``path`` does not exist.
     ValueError
         If the file is not a tensor-only mapping (for example a pickled module).
+
+    Examples
+    --------
+    >>> state = load_state("model/model.pt")  # doctest: +SKIP
     """
     path = Path(path)
     if not path.is_file():

@@ -72,6 +72,13 @@ class NetConfig:
         Cell-to-tissue cross-attention; off: no cell-scale branch.
     use_gene_graph
         Gene co-expression graph convolutions; off: genes are not mixed by a graph.
+
+    Examples
+    --------
+    >>> from diffst_sc.model import NetConfig
+    >>> cfg = NetConfig(n_genes=50, use_gene_graph=False)
+    >>> NetConfig.from_dict(cfg.to_dict()) == cfg
+    True
     """
 
     n_genes: int
@@ -208,6 +215,12 @@ def preset(name: str, n_genes: int, **overrides: Any) -> NetConfig:
     Returns
     -------
     NetConfig
+
+    Examples
+    --------
+    >>> from diffst_sc.model import preset
+    >>> preset("cpu-small", 100).channels
+    64
     """
     if name not in _PRESETS:
         raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(_PRESETS)}.")

@@ -29,6 +29,16 @@ class FootprintProjection:
         ``(G,)`` standardisation of ``log1p(density)`` used by the model.
     iters
         Number of correction rounds per call.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from diffst_sc.model import FootprintProjection
+    >>> proj = FootprintProjection(torch.ones(1, 4), torch.ones(4, 1), torch.tensor([[5.0]]),
+    ...                            torch.zeros(1), torch.ones(1))
+    >>> z = proj(torch.ones(1, 1, 2, 2))
+    >>> round(float(proj.to_density(z.reshape(1, 1, 4)).mean()), 2)
+    5.0
     """
 
     def __init__(self, coverage: torch.Tensor, spread: torch.Tensor, target: torch.Tensor,

@@ -31,6 +31,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         If the requested accelerator is not available, saying what to install or pass instead.
     ValueError
         If ``device`` is not a device name.
+
+    Examples
+    --------
+    >>> from diffst_sc.model import resolve_device
+    >>> resolve_device("cpu").type
+    'cpu'
     """
     if isinstance(device, str) and device.strip().lower() == "auto":
         if torch.cuda.is_available():

@@ -23,6 +23,12 @@ class DiffusionConfig:
     deterministic
         Train a plain regression network instead of a diffusion model (the non-diffusion
         ablation): the network sees no noisy input and predicts ``x0`` directly.
+
+    Examples
+    --------
+    >>> from diffst_sc.model import DiffusionConfig
+    >>> DiffusionConfig(prediction="eps").num_train_steps
+    1000
     """
 
     num_train_steps: int = 1000
@@ -44,6 +50,15 @@ class GaussianDiffusion:
     ----------
     config
         The schedule's settings.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from diffst_sc.model import GaussianDiffusion
+    >>> d = GaussianDiffusion()
+    >>> x0 = torch.zeros(1, 3, 8, 8)
+    >>> d.q_sample(x0, torch.tensor([999]), torch.randn(1, 3, 8, 8)).shape
+    torch.Size([1, 3, 8, 8])
     """
 
     def __init__(self, config: DiffusionConfig | None = None):

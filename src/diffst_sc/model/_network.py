@@ -34,6 +34,10 @@ class ConditionFeatures:
         The conditioning map brought to every UNet level.
     aux_loss
         Weighted disentangling loss (a scalar; 0 when disentangling is off).
+
+    Examples
+    --------
+    >>> feats = net.encode_condition(cond).repeat(8)  # 8 samples of one tile  # doctest: +SKIP
     """
 
     lr: torch.Tensor
@@ -113,6 +117,13 @@ class DiffSTNet(nn.Module):
     - ``cond["cells"]``: ``(B, K, 3, c, c)`` in [0, 1]; ``cond["cell_xy"]``: ``(B, K, 2)``
       centres ``(x, y)`` in [0, 1]; ``cond["cell_entropy"]``: ``(B, K)`` (non-finite: padding).
       Needed only when ``cfg.use_cell_attention``.
+
+    Examples
+    --------
+    >>> from diffst_sc.model import DiffSTNet, preset
+    >>> net = DiffSTNet(preset("cpu-small", 25))
+    >>> feats = net.encode_condition(cond)  # doctest: +SKIP
+    >>> pred, aux = net(x_t, t, cond_features=feats)  # doctest: +SKIP
     """
 
     def __init__(self, cfg: NetConfig, graph=None) -> None:

@@ -26,6 +26,11 @@ class SectionArrays:
     target, weight
         ``(G, H, W)`` HR target (model units) and ``(1, H, W)`` its confidence; ``None`` at
         inference.
+
+    Examples
+    --------
+    >>> arrays = SectionArrays(lr, lr_mask, he, cells_image, tissue)  # doctest: +SKIP
+    >>> arrays.shape, arrays.he_factor  # doctest: +SKIP
     """
 
     lr: np.ndarray
@@ -139,6 +144,13 @@ class PatchSampler:
         Patches per batch.
     augment
         Apply a random one of the 8 flips/rotations to each patch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> sampler = PatchSampler(sections, patch_size=32, n_cells=16, cell_size=24,
+    ...                        batch_size=8)  # doctest: +SKIP
+    >>> batch = sampler(0, torch.Generator().manual_seed(0))  # doctest: +SKIP
     """
 
     def __init__(self, sections: list[SectionArrays], patch_size: int, n_cells: int,

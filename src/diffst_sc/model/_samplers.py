@@ -69,7 +69,14 @@ def _eps_from(d: GaussianDiffusion, x, t, x0):
 
 
 class DDIMSampler(Sampler):
-    """DDIM (Song et al., 2021): deterministic for ``eta=0``, ancestral-like for ``eta=1``."""
+    """DDIM (Song et al., 2021): deterministic for ``eta=0``, ancestral-like for ``eta=1``.
+
+    Examples
+    --------
+    >>> from diffst_sc.model import DDIMSampler, GaussianDiffusion
+    >>> len(DDIMSampler(GaussianDiffusion(), steps=20).timesteps)
+    20
+    """
 
     def __init__(self, diffusion: GaussianDiffusion, steps: int = 20, eta: float = 0.0):
         super().__init__(diffusion, steps)
@@ -90,7 +97,14 @@ class DDIMSampler(Sampler):
 
 
 class DDPMSampler(Sampler):
-    """Ancestral sampling (Ho et al., 2020) over the respaced steps."""
+    """Ancestral sampling (Ho et al., 2020) over the respaced steps.
+
+    Examples
+    --------
+    >>> from diffst_sc.model import DDPMSampler, GaussianDiffusion
+    >>> DDPMSampler(GaussianDiffusion(), steps=50).steps
+    50
+    """
 
     def step(self, x, x0, eps, t, t_prev, generator):
         """Sample ``x_{t_prev}`` from the posterior ``q(x_{t_prev} | x_t, x0_hat)``."""
@@ -107,7 +121,14 @@ class DDPMSampler(Sampler):
 
 
 def make_sampler(name: str, diffusion: GaussianDiffusion, steps: int) -> Sampler:
-    """A sampler by name: ``"ddim"`` (default), ``"ddim-eta1"`` or ``"ddpm"``."""
+    """A sampler by name: ``"ddim"`` (default), ``"ddim-eta1"`` or ``"ddpm"``.
+
+    Examples
+    --------
+    >>> from diffst_sc.model import GaussianDiffusion, make_sampler
+    >>> type(make_sampler("ddpm", GaussianDiffusion(), 10)).__name__
+    'DDPMSampler'
+    """
     if name == "ddim":
         return DDIMSampler(diffusion, steps, eta=0.0)
     if name == "ddim-eta1":

@@ -97,6 +97,12 @@ class TrainerConfig:
     find_unused_parameters
         Passed to :class:`~torch.nn.parallel.DistributedDataParallel`; needed when some
         parameters get no gradient in a step (slower, multi-process runs only).
+
+    Examples
+    --------
+    >>> from diffst_sc.model import TrainerConfig
+    >>> TrainerConfig(max_steps=500, lr=1e-3).max_steps
+    500
     """
 
     lr: float = 2e-4
@@ -189,6 +195,14 @@ class EMA:
         Largest decay, in ``[0, 1)``.
     start_step
         Number of initial updates that copy the weights instead of averaging them.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from diffst_sc.model import EMA
+    >>> net = torch.nn.Linear(2, 2)
+    >>> ema = EMA(net, decay=0.99)
+    >>> ema.copy_to(net)
     """
 
     def __init__(self, module: nn.Module, decay: float = 0.999, start_step: int = 0) -> None:
@@ -281,6 +295,12 @@ class StepInfo:
         Records so far.
     record
         The record written at this step, or ``None`` if this step was not logged.
+
+    Examples
+    --------
+    >>> def log_every_100(info):
+    ...     if info.record is not None and info.step % 100 == 0:
+    ...         print(info.step, info.record["loss"])
     """
 
     step: int
@@ -313,6 +333,11 @@ class TrainingResult:
         ``checkpoint_dir/last.pt``, or ``None`` without a ``checkpoint_dir``.
     resumed_from
         Step of the checkpoint the run continued from, or ``None`` for a fresh run.
+
+    Examples
+    --------
+    >>> result = fit_model(net, loss_fn, batch_fn, TrainerConfig())  # doctest: +SKIP
+    >>> result.ema.copy_to(result.module)  # doctest: +SKIP
     """
 
     module: nn.Module
@@ -330,7 +355,16 @@ class TrainingResult:
 
 
 def unwrap_module(module: nn.Module) -> nn.Module:
-    """The network inside a :class:`~torch.nn.parallel.DistributedDataParallel` wrapper."""
+    """The network inside a :class:`~torch.nn.parallel.DistributedDataParallel` wrapper.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from diffst_sc.model import unwrap_module
+    >>> net = torch.nn.Linear(2, 2)
+    >>> unwrap_module(net) is net
+    True
+    """
     from torch.nn.parallel import DistributedDataParallel
 
     return module.module if isinstance(module, DistributedDataParallel) else module
@@ -469,6 +503,12 @@ def fit_model(
     :class:`~torch.nn.parallel.DistributedDataParallel`, each process draws its own batches
     (seeded by its rank) and all end with the same weights. An interrupt is then acted on at the
     next logged step, so that all processes stop together.
+
+    Examples
+    --------
+    >>> from diffst_sc.model import TrainerConfig, fit_model
+    >>> result = fit_model(net, loss_fn, batch_fn, TrainerConfig(max_steps=100),
+    ...                    checkpoint_dir="ckpt")  # doctest: +SKIP
     """
     config = config if config is not None else TrainerConfig()
     context = distributed_context()

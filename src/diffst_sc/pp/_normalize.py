@@ -75,6 +75,13 @@ def log1p_normalize(x, target_sum: float = 1e4, library=None) -> np.ndarray:
     -------
     numpy.ndarray
         ``(n_spots, n_genes)`` float32. Spots with no counts stay 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffst_sc.pp import log1p_normalize
+    >>> [round(float(v), 3) for v in log1p_normalize(np.array([[1.0, 3.0]]), target_sum=4)[0]]
+    [0.693, 1.386]
     """
     if target_sum <= 0:
         raise ValueError(f"target_sum must be positive, got {target_sum}.")

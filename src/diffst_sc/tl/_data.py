@@ -115,8 +115,10 @@ def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, gr
 
 def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: list[str],
                     spec: GridSpec) -> list:
-    """Training pairs: each LR view (e.g. pseudo-spot lattices at different phases) as input,
-    the HR spots as the target. The pairs share the H&E arrays and the target.
+    """Training pairs: each LR view as input, the HR spots as the target.
+
+    The LR views are e.g. pseudo-spot lattices at different phases; the pairs share the H&E
+    arrays and the target.
     """
     from dataclasses import replace
 
