@@ -61,12 +61,14 @@ def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
         spots(sdata, g, table_key=table_key, coordinate_system=coordinate_system, ax=row[1],
               cmap=cmap, title=f"measured {g}")
         row[2].imshow(he, extent=he_extent)
+        vmin, vmax = _robust_range(m)
         im = row[2].imshow(np.ma.masked_equal(m, 0), extent=extent, cmap=cmap, alpha=0.9,
-                           interpolation="nearest")
+                           interpolation="nearest", vmin=vmin, vmax=vmax)
         plt.colorbar(im, ax=row[2], fraction=0.046, label="log1p")
         row[2].set_title(f"super-resolved {g}")
+        vmin, vmax = _robust_range(s)
         im = row[3].imshow(np.ma.masked_equal(s, 0), extent=extent, cmap="viridis",
-                           interpolation="nearest")
+                           interpolation="nearest", vmin=vmin, vmax=vmax)
         plt.colorbar(im, ax=row[3], fraction=0.046, label="std")
         row[3].set_title(f"uncertainty {g}")
         for ax in row:
@@ -74,3 +76,11 @@ def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
             ax.set_axis_off()
     fig.tight_layout()
     return finish(fig, show, save)
+
+
+def _robust_range(values: np.ndarray) -> tuple[float | None, float | None]:
+    """1st-99th percentile of the non-zero pixels, so a few edge pixels do not set the scale."""
+    v = values[values > 0]
+    if v.size == 0:
+        return None, None
+    return float(np.percentile(v, 1)), float(np.percentile(v, 99))
