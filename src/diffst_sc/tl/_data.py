@@ -78,9 +78,9 @@ class GridSpec:
     cell_um: float = 1.0
     margin_spacings: float = 1.0
 
-    def grid_for(self, view: SectionView, pixel_px: float | None = None) -> Grid:
-        """The grid over ``view``'s spots; pixel ``pixel_fraction`` x spacing unless given."""
-        pixel_px = pixel_px or self.pixel_fraction * view.spacing_px
+    def grid_for(self, view: SectionView) -> Grid:
+        """The grid over ``view``'s spots, its pixel ``pixel_fraction`` x the spot spacing."""
+        pixel_px = self.pixel_fraction * view.spacing_px
         return Grid.around(view.centres_px, pixel_px, self.margin_spacings * view.spacing_px)
 
 
