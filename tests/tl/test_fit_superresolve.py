@@ -66,6 +66,42 @@ def test_uncertainty_is_non_negative_and_informative(fitted):
     assert np.isfinite(np.asarray(sdata.images["diffst"].values)).all()
 
 
+def test_layers_are_written_to_disk_as_tiles_are_sampled(fitted, tmp_path):
+    import spatialdata as sd
+    import zarr
+
+    sdata, model = fitted
+    ds.tl.superresolve(sdata, model, key_added="disk", scratch_dir=tmp_path / "scratch",
+                       **SAMPLING)
+    (store,) = (tmp_path / "scratch").glob("diffst-*.zarr")
+    layer = sdata.images["disk"]
+    # The layer is a lazy view of the store, not an array held in memory.
+    assert any(str(k[0] if isinstance(k, tuple) else k).startswith("from-zarr")
+               for k in layer.data.dask)
+    np.testing.assert_array_equal(np.asarray(layer.values), zarr.open_array(store / "mean")[:])
+    # Written with the SpatialData, the layers outlive the scratch store.
+    out = tmp_path / "out.zarr"
+    sdata.subset(["disk", "disk_std"]).write(out)
+    back = sd.read_zarr(out)
+    np.testing.assert_array_equal(np.asarray(back.images["disk_std"].values),
+                                  np.asarray(sdata.images["disk_std"].values))
+
+
+def test_finer_pixels_keep_the_spots_consistent(fitted):
+    sdata, model = fitted
+    view = ds.io.section_view(sdata)
+    ds.tl.superresolve(sdata, model, key_added="fine", pixel_size_um=20.0, **SAMPLING)
+    layer = sdata.images["fine"]
+    assert np.isclose(sdata.tables["table"].uns["fine"]["pixel_size_um"], 20.0, rtol=0.02)
+    assert layer.shape[1] > sdata.images["diffst"].shape[1]
+    got = layer_footprint_means(sdata, "fine", view.centres_px, view.diameter_px,
+                                view.coordinate_system)
+    want = view.expression(GENES)
+    assert np.abs(got - want).sum() / want.sum() < 0.1
+    with pytest.raises(ValueError, match="pixel_size_um must be positive"):
+        ds.tl.superresolve(sdata, model, key_added="bad", pixel_size_um=0, **SAMPLING)
+
+
 def test_no_silent_overwrite(fitted):
     sdata, model = fitted
     before = np.asarray(sdata.images["diffst"].values).copy()

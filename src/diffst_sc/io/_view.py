@@ -98,15 +98,17 @@ class SectionView:
         return x.astype(np.float32, copy=False)
 
     def image_at(self, microns_per_pixel: float,
-                 bbox_px: tuple[float, float, float, float] | None = None) -> np.ndarray:
-        """The RGB H&E resampled to ``microns_per_pixel``, as ``(3, y, x)`` float32 in [0, 1].
+                 bbox_px: tuple[float, float, float, float] | None = None,
+                 dtype=np.float32) -> np.ndarray:
+        """The RGB H&E resampled to ``microns_per_pixel``, as ``(3, y, x)``.
 
-        ``bbox_px`` ``(x0, y0, x1, y1)`` restricts it to a window, in full-resolution H&E pixels.
+        ``bbox_px`` ``(x0, y0, x1, y1)`` restricts it to a window, in full-resolution H&E pixels;
+        ``dtype`` is ``numpy.float32`` (values in [0, 1]) or ``numpy.uint8`` (0-255).
         """
         from ..pp._histology import resample_image
 
         return resample_image(self.image_scales or [self.image], self.microns_per_pixel,
-                              microns_per_pixel, bbox_px)
+                              microns_per_pixel, bbox_px, dtype=dtype)
 
 
 def spot_spacing(centres: np.ndarray) -> float:

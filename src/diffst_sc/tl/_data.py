@@ -95,11 +95,9 @@ def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScal
     pixel_um = grid.pixel * view.microns_per_pixel
     he = view.image_at(pixel_um / spec.he_factor, bbox)
     he = _fit_shape(he, (grid.height * spec.he_factor, grid.width * spec.he_factor))
-    cells = view.image_at(spec.cell_um, bbox)
+    cells = view.image_at(spec.cell_um, bbox, dtype=np.uint8)
     tissue = tissue_mask(_block_mean(he, spec.he_factor))
-    return SectionArrays(lr=lr, lr_mask=lr_mask, he=he,
-                         cells_image=(cells * 255).round().astype(np.uint8),
-                         tissue=tissue & near)
+    return SectionArrays(lr=lr, lr_mask=lr_mask, he=he, cells_image=cells, tissue=tissue & near)
 
 
 def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid):

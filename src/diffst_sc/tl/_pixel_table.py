@@ -6,6 +6,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ._tile_store import gene_chunk
+
 
 def add_pixel_table(sdata, view, genes, mean, grid, key: str, image_px: int = 2000) -> None:
     """Add ``tables[key + "_table"]`` (tissue pixels x genes) annotating ``shapes[key + "_pixels"]``.
@@ -18,8 +20,16 @@ def add_pixel_table(sdata, view, genes, mean, grid, key: str, image_px: int = 20
     from spatialdata.transformations import get_transformation
 
     g, h, w = mean.shape
-    flat = mean.reshape(g, h * w).T
-    keep = flat.sum(1) > 0
+    # ``mean`` may live on disk (a zarr array): read it a few genes at a time.
+    step = gene_chunk(g, h * w, copies=2)
+    starts = range(0, g, step)
+    total = np.zeros(h * w)
+    for g0 in starts:
+        total += np.asarray(mean[g0:g0 + step], np.float32).reshape(-1, h * w).sum(0)
+    keep = total > 0
+    x = np.empty((int(keep.sum()), g), np.float32)
+    for g0 in starts:
+        x[:, g0:g0 + step] = np.asarray(mean[g0:g0 + step], np.float32).reshape(-1, h * w)[:, keep].T
     centres = grid.pixel_centres()[keep]
     ids = np.nonzero(keep)[0]
     to_cs = get_transformation(sdata.images[view.image_key],
@@ -30,7 +40,7 @@ def add_pixel_table(sdata, view, genes, mean, grid, key: str, image_px: int = 20
         transformations={view.coordinate_system: to_cs})
     obs = pd.DataFrame({"region": pd.Categorical([shapes_key] * len(ids)), "pixel_id": ids,
                         "grid_row": ids // w, "grid_col": ids % w}, index=ids.astype(str))
-    adata = ad.AnnData(X=flat[keep].astype(np.float32), obs=obs,
+    adata = ad.AnnData(X=x, obs=obs,
                        var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
     adata.obsm["spatial"] = centres
     scale = min(1.0, image_px / max(view.image.shape[1:]))

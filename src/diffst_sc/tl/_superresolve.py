@@ -28,6 +28,7 @@ def superresolve(
     coordinate_system: str | None = None,
     add_pixel_table: bool = False,
     tile_size: int = 64,
+    scratch_dir=None,
     progress: bool = True,
 ):
     """Super-resolve a section with a fitted model and add the maps to it as image layers.
@@ -70,6 +71,11 @@ def superresolve(
         ``obsm['spatial']`` and the H&E in ``uns['spatial']``) for scanpy/squidpy.
     tile_size
         Tile side in grid pixels (tiles overlap by a quarter and are blended).
+    scratch_dir
+        Folder for the zarr store the tiles are written to as they are sampled (the system's
+        temporary folder by default). The new layers are lazy dask arrays read from it, so memory
+        stays bounded on a large slide; the store is deleted when Python exits, so write the
+        SpatialData (``sdata.write`` or ``sdata.write_element(key_added)``) to keep them.
     progress
         Show a progress bar over tiles.
 
@@ -103,12 +109,18 @@ def superresolve(
     names = [key_added, key_added + "_std"] + ([key_added + "_table"] if add_pixel_table else [])
     _check_free(sdata, names, overwrite)
 
+    if pixel_size_um is not None and not pixel_size_um > 0:
+        raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}.")
+
+    from ._tile_store import scratch_group
+
     dev = resolve_device(device)
-    maps = _sample_maps(view, model, n_samples=n_samples, steps=steps, sampler=sampler,
-                        seed=seed, device=dev, tile_size=tile_size, progress=progress)
+    store = scratch_group(scratch_dir)
+    maps = _sample_maps(view, model, store, n_samples=n_samples, steps=steps, sampler=sampler,
+                        seed=seed, device=dev, tile_size=tile_size, progress=progress,
+                        pixel_px=None if pixel_size_um is None
+                        else pixel_size_um / view.microns_per_pixel)
     mean, std, grid, consistency = maps
-    if pixel_size_um is not None:
-        mean, std, grid = _regrid(mean, std, grid, pixel_size_um / view.microns_per_pixel)
     _write_layers(sdata, view, model.genes, mean, std, grid, key_added, add_pixel_table)
     view.adata.uns[key_added] = {
         "genes": list(model.genes), "pixel_size_um": float(grid.pixel * view.microns_per_pixel),
@@ -139,14 +151,19 @@ def _window(size: int) -> np.ndarray:
     return np.maximum(np.outer(w, w), 1e-3).astype(np.float32)
 
 
-def _sample_maps(view: SectionView, model, *, n_samples, steps, sampler, seed, device,
-                 tile_size, progress):
-    """Sample every tile; return mean and std (counts per footprint), the grid, the error."""
+def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, seed, device,
+                 tile_size, progress, pixel_px=None):
+    """Sample every tile into ``store``, then correct and finish the maps a few genes at a time.
+
+    Returns the mean and std (counts per footprint) as zarr arrays, their grid, and the
+    consistency error.
+    """
     import torch
     from tqdm.auto import tqdm
 
     from ..model import make_sampler
     from ..model._patches import patch_condition
+    from ._tile_store import BandBlender, gene_chunk, new_array
 
     genes, spec, net = model.genes, model.grid_spec, model.module
     scaler = scaler_for(view, genes)
@@ -162,18 +179,26 @@ def _sample_maps(view: SectionView, model, *, n_samples, steps, sampler, seed, d
     overlap = size // 4
     win = _window(size)
     g, h, w = len(genes), grid.height, grid.width
-    acc = np.zeros((g, h, w), np.float64)
-    acc2 = np.zeros((g, h, w), np.float64)
-    wsum = np.zeros((h, w), np.float64)
+    raw_mean = new_array(store, "sampled_mean", (g, h, w), (1, size - overlap, w))
+    raw_std = new_array(store, "sampled_std", (g, h, w), (1, size - overlap, w))
+
+    def sink(top, m, sd):
+        raw_mean[:, top:top + m.shape[1]] = m
+        raw_std[:, top:top + m.shape[1]] = sd
+
+    blender = BandBlender(g, h, w, size, sink)
     net = net.to(device).eval()
     for m in net.modules():
         if hasattr(m, "set_active_cells"):
             m.set_active_cells(model.net_config.n_cells)
     smp = make_sampler(sampler, model.diffusion, steps)
     mu, sd = torch.from_numpy(scaler.mu).to(device), torch.from_numpy(scaler.sd).to(device)
-    tiles = [(i, j) for i in _tiles(h, size, overlap) for j in _tiles(w, size, overlap)]
+    rows = _tiles(h, size, overlap)
+    tiles = [(i, j) for i in rows for j in _tiles(w, size, overlap)]
     for n, (i, j) in enumerate(tqdm(tiles, desc="super-resolving", unit="tile",
                                     disable=not progress)):
+        if i > blender.top:
+            blender.flush(i)  # rows above this tile row are reached by no later tile
         rng = np.random.default_rng([seed, n])
         cond = patch_condition(arrays, i, j, size, model.net_config.n_cells,
                                model.net_config.cell_size, rng)
@@ -189,33 +214,53 @@ def _sample_maps(view: SectionView, model, *, n_samples, steps, sampler, seed, d
 
             z = smp.sample(fn, (n_samples, g, size, size), cond, generator=gen, device=device,
                            project=proj)
-        lin = scaler.to_counts(z.cpu().numpy(), area, gene_axis=1)
-        hi, wj = min(size, h - i), min(size, w - j)
-        ww = win[:hi, :wj]
-        acc[:, i:i + hi, j:j + wj] += ww * lin[:, :, :hi, :wj].mean(0)
-        acc2[:, i:i + hi, j:j + wj] += ww * (lin[:, :, :hi, :wj] ** 2).mean(0)
-        wsum[i:i + hi, j:j + wj] += ww
-    mean = acc / wsum
-    std = np.sqrt(np.clip(acc2 / wsum - mean**2, 0, None))
-    mean, std, err = _project_global(mean, std, cov, spread, target * scaler.section_scale
-                                     / 1e4 * area)
-    std = _with_model_error(mean, std, model.residual_sd, scaler, area)
+        lin = scaler.to_counts(z.cpu().numpy(), area, gene_axis=1).astype(np.float64)
+        blender.add(i, j, lin.mean(0), (lin**2).mean(0), win)
+    blender.flush(h)
+
     keep = arrays.tissue | (np.asarray(cov.sum(0)).reshape(h, w) > 0)
-    mean *= keep
-    std *= keep
-    return mean.astype(np.float32), std.astype(np.float32), grid, err
+    del arrays
+    counts_target = target * scaler.section_scale / 1e4 * area
+    out_grid = grid if pixel_px is None else _finer_grid(grid, pixel_px)
+    mean = new_array(store, "mean", (g, out_grid.height, out_grid.width),
+                     (1, out_grid.height, out_grid.width))
+    std = new_array(store, "std", (g, out_grid.height, out_grid.width),
+                    (1, out_grid.height, out_grid.width))
+    err_sum, target_sum = 0.0, 0.0
+    c = normalised_rows(cov.tocsr())
+    floor = _density_floor(counts_target)
+    step = gene_chunk(g, max(h * w, out_grid.height * out_grid.width))
+    for g0 in range(0, g, step):
+        sl = slice(g0, min(g, g0 + step))
+        m, s, err = _project_global(raw_mean[sl].astype(np.float64),
+                                    raw_std[sl].astype(np.float64), c, spread,
+                                    counts_target[:, sl], floor)
+        err_sum += err
+        target_sum += float(np.abs(counts_target[:, sl]).sum())
+        rsd = None if model.residual_sd is None else np.asarray(model.residual_sd)[sl]
+        s = _with_model_error(m, s, rsd, scaler.sd[sl], scaler.section_scale / 1e4 * area)
+        m, s = m * keep, s * keep
+        if pixel_px is not None:
+            m, s = _resize(m, out_grid), _resize(s, out_grid)
+        mean[sl], std[sl] = m.astype(np.float32), s.astype(np.float32)
+    return mean, std, out_grid, err_sum / max(target_sum, 1e-12)
 
 
-def _with_model_error(mean, std, residual_sd, scaler, area):
+def _density_floor(target: np.ndarray) -> float:
+    """Smallest value a pixel may take before the global correction, relative to the spots."""
+    positive = target[target > 0]
+    return 1e-3 * max(float(np.median(positive)) if positive.size else 1.0, 1e-12)
+
+
+def _with_model_error(mean, std, residual_sd, gene_sd, unit):
     """Add the model's own error (measured on its training pairs) to the spread of the samples.
 
     A residual of ``r`` standardised log units is ``r * sd_g`` in log1p-density; to first order
-    that is ``(mean + c) * r * sd_g`` in counts, with ``c`` the counts of one density unit.
+    that is ``(mean + unit) * r * sd_g`` in counts, with ``unit`` the counts of one density unit.
     """
     if residual_sd is None:
         return std
-    c = scaler.section_scale / 1e4 * area
-    extra = (mean + c) * (np.asarray(residual_sd) * scaler.sd)[:, None, None]
+    extra = (mean + unit) * (np.asarray(residual_sd) * np.asarray(gene_sd))[:, None, None]
     return np.sqrt(std**2 + extra**2)
 
 
@@ -234,41 +279,47 @@ def _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device):
     ii, jj = np.meshgrid(np.arange(i, i + size), np.arange(j, j + size), indexing="ij")
     inside = (ii < grid.height) & (jj < grid.width)
     cols = np.where(inside, ii * grid.width + jj, 0).ravel()
-    c = cov[:, cols].toarray() * inside.ravel()[None]
-    spots = np.nonzero(c.sum(1) > 0)[0]
+    c = (cov[:, cols] @ sp.diags(inside.ravel().astype(float))).tocsr()
+    spots = np.nonzero(np.asarray(c.sum(1)).ravel() > 0)[0]
+    c = c[spots].toarray()
     s = spread[cols][:, spots].toarray() * inside.ravel()[:, None]
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)  # noqa: E731
-    return FootprintProjection(t(c[spots]), t(s), t(target[spots]), mu, sd)
+    return FootprintProjection(t(c), t(s), t(target[spots]), mu, sd)
 
 
-def _project_global(mean, std, cov, spread, target, iters: int = 8):
-    """Final multiplicative correction of the blended mean so each footprint matches its spot."""
-    g, h, w = mean.shape
-    m = mean.reshape(g, h * w).T  # (HW, G)
-    s = std.reshape(g, h * w).T
+def _project_global(mean, std, coverage, spread, target, floor, iters: int = 8):
+    """Final multiplicative correction of the blended mean so each footprint matches its spot.
+
+    ``mean``, ``std``: ``(G, H, W)`` of some genes; ``coverage``: ``(spots, H*W)`` with rows
+    summing to one; ``target``: ``(spots, G)`` counts. Returns the corrected mean and std and
+    the summed absolute error of the footprints against the target.
+    """
     from ..model._consistency import MAX_LOG_STEP
 
-    c = normalised_rows(cov.tocsr())
-    floor = 1e-3 * max(float(np.median(target[target > 0])) if (target > 0).any() else 1.0, 1e-12)
-    m = np.maximum(m, floor)
+    g, h, w = mean.shape
+    m = np.maximum(mean.reshape(g, h * w).T, floor)  # (HW, G)
+    s = std.reshape(g, h * w).T
     for _ in range(iters):
-        fp = c @ m
+        fp = coverage @ m
         ratio = np.clip(np.log(target + floor) - np.log(fp + floor), -MAX_LOG_STEP, MAX_LOG_STEP)
         f = np.exp(np.clip(spread @ ratio, -MAX_LOG_STEP, MAX_LOG_STEP))
         m, s = m * f, s * f
-    fp = c @ m
-    err = float(np.abs(fp - target).sum() / max(np.abs(target).sum(), 1e-12))
+    err = float(np.abs(coverage @ m - target).sum())
     return m.T.reshape(g, h, w), s.T.reshape(g, h, w), err
 
 
-def _regrid(mean, std, grid: Grid, pixel_px: float):
+def _finer_grid(grid: Grid, pixel_px: float) -> Grid:
+    """``grid``'s extent with pixels of ``pixel_px``."""
+    return Grid(grid.x0, grid.y0, pixel_px, max(1, round(grid.height * grid.pixel / pixel_px)),
+                max(1, round(grid.width * grid.pixel / pixel_px)))
+
+
+def _resize(maps: np.ndarray, grid: Grid) -> np.ndarray:
+    """``(G, h, w)`` maps interpolated (bilinear, anti-aliased when shrinking) onto ``grid``."""
     from skimage.transform import resize
 
-    new = Grid(grid.x0, grid.y0, pixel_px, max(1, round(grid.height * grid.pixel / pixel_px)),
-               max(1, round(grid.width * grid.pixel / pixel_px)))
-    shape = (mean.shape[0], new.height, new.width)
-    r = lambda a: resize(a, shape, order=1, preserve_range=True, anti_aliasing=True)  # noqa: E731
-    return r(mean).astype(np.float32), r(std).astype(np.float32), new
+    return resize(maps, (maps.shape[0], grid.height, grid.width), order=1, preserve_range=True,
+                  anti_aliasing=True)
 
 
 def layer_transform(sdata, view: SectionView, grid: Grid):
@@ -282,13 +333,13 @@ def layer_transform(sdata, view: SectionView, grid: Grid):
 
 
 def _write_layers(sdata, view, genes, mean, std, grid, key, add_pixel_table):
+    import dask.array as da
     from spatialdata.models import Image2DModel
 
     t = {view.coordinate_system: layer_transform(sdata, view, grid)}
     for name, arr in ((key, mean), (key + "_std", std)):
         sdata.images[name] = Image2DModel.parse(
-            arr, dims=("c", "y", "x"), c_coords=list(genes), transformations=t,
-            chunks=(1, arr.shape[1], arr.shape[2]))
+            da.from_zarr(arr), dims=("c", "y", "x"), c_coords=list(genes), transformations=t)
     if add_pixel_table:
         from ._pixel_table import add_pixel_table as _add
 

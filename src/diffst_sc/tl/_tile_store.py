@@ -1,0 +1,122 @@
+"""Where ``superresolve`` puts its output: tiles blended band by band into a scratch zarr store.
+
+Sampling produces overlapping tiles of every gene. They are blended (window-weighted mean and
+second moment) in a band of rows only one tile tall; as soon as no later tile can reach a row,
+the row is final and goes to disk. Later passes read the store a few genes at a time, so memory
+never holds the whole grid of every gene at once, whatever the size of the slide.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def scratch_group(parent: str | Path | None = None):
+    """A new zarr group in a fresh temporary folder, deleted when Python exits.
+
+    Parameters
+    ----------
+    parent
+        Folder to create it in (the system's temporary folder by default).
+
+    Returns
+    -------
+    zarr.Group
+    """
+    import zarr
+
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="diffst-", suffix=".zarr", dir=parent)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return zarr.open_group(path, mode="w")
+
+
+def new_array(group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...]):
+    """An uncompressed float32 array of zeros in ``group`` (scratch data: speed over size)."""
+    chunks = tuple(max(1, min(c, s)) for c, s in zip(chunks, shape, strict=True))
+    return group.create_array(name, shape=shape, chunks=chunks, dtype="float32",
+                              compressors=None, fill_value=0.0)
+
+
+def gene_chunk(n_genes: int, n_pixels: int, budget_bytes: int = 256 * 2**20,
+               copies: int = 8) -> int:
+    """Genes handled at once so that ``copies`` float64 maps of them fit in ``budget_bytes``."""
+    return int(np.clip(budget_bytes // max(1, copies * 8 * n_pixels), 1, max(1, n_genes)))
+
+
+class BandBlender:
+    """Blend overlapping ``(G, size, size)`` tiles, keeping only one band of rows in memory.
+
+    Tiles must arrive with non-decreasing top rows. :meth:`flush` hands every row above a given
+    one (rows that no later tile reaches) to ``sink(top, mean, std)`` as the weighted mean and
+    standard deviation of what was added there, and forgets them.
+
+    Parameters
+    ----------
+    n_genes, height, width
+        Shape of the whole grid.
+    size
+        Tile side, in grid pixels.
+    sink
+        Called with the first row of a finished band and its ``(G, rows, width)`` mean and
+        standard deviation (float64).
+
+    Examples
+    --------
+    >>> rows = []
+    >>> b = BandBlender(1, 3, 2, 2, lambda top, m, s: rows.extend(m[0, :, 0]))
+    >>> w = np.ones((2, 2))
+    >>> b.add(0, 0, np.full((1, 2, 2), 1.0), np.full((1, 2, 2), 1.0), w)
+    >>> b.flush(1)  # the next tile starts at row 1: row 0 is final
+    >>> b.add(1, 0, np.full((1, 2, 2), 3.0), np.full((1, 2, 2), 9.0), w)
+    >>> b.flush(3)
+    >>> [float(r) for r in rows]
+    [1.0, 2.0, 3.0]
+    """
+
+    def __init__(self, n_genes: int, height: int, width: int, size: int,
+                 sink: Callable[[int, np.ndarray, np.ndarray], None]):
+        self.height, self.width, self.size, self.sink = height, width, size, sink
+        self.top = 0
+        self._acc = np.zeros((n_genes, size, width))
+        self._acc2 = np.zeros((n_genes, size, width))
+        self._wsum = np.zeros((size, width))
+
+    def add(self, i: int, j: int, mean: np.ndarray, mean_sq: np.ndarray,
+            weight: np.ndarray) -> None:
+        """Add the tile whose corner is at row ``i``, column ``j``.
+
+        ``mean`` and ``mean_sq`` are its mean and mean square over samples ``(G, size, size)``,
+        ``weight`` its blending window ``(size, size)``; parts outside the grid are ignored.
+        """
+        if i < self.top or i + min(self.size, self.height - i) > self.top + self.size:
+            raise ValueError(f"A tile at row {i} is outside the band held (rows {self.top} to "
+                             f"{self.top + self.size}); add tiles in order of their top rows "
+                             "and flush only rows above the next tile.")
+        hi, wj = min(self.size, self.height - i), min(self.size, self.width - j)
+        r = i - self.top
+        w = weight[:hi, :wj]
+        self._acc[:, r:r + hi, j:j + wj] += w * mean[:, :hi, :wj]
+        self._acc2[:, r:r + hi, j:j + wj] += w * mean_sq[:, :hi, :wj]
+        self._wsum[r:r + hi, j:j + wj] += w
+
+    def flush(self, below: int) -> None:
+        """Finish rows ``top`` to ``below`` (exclusive): blend, hand to the sink, drop them."""
+        below = min(below, self.height)
+        while self.top < below:
+            n = min(below - self.top, self.size)
+            wsum = np.where(self._wsum[:n] > 0, self._wsum[:n], 1.0)
+            mean = self._acc[:, :n] / wsum
+            std = np.sqrt(np.clip(self._acc2[:, :n] / wsum - mean**2, 0, None))
+            self.sink(self.top, mean, std)
+            for a in (self._acc, self._acc2, self._wsum):
+                a[..., : self.size - n, :] = a[..., n:, :].copy()
+                a[..., self.size - n:, :] = 0
+            self.top += n

@@ -1,0 +1,36 @@
+"""Reading the H&E at a physical pixel size, strip by strip, on the real her2st C2 image."""
+
+import numpy as np
+import pytest
+
+import diffst_sc as ds
+from diffst_sc.pp._histology import resample_image
+
+
+@pytest.fixture(scope="module")
+def c2_levels(her2st_c2):
+    view = ds.io.section_view(her2st_c2)
+    return view.image_scales or [view.image], view.microns_per_pixel
+
+
+@pytest.mark.parametrize(("um", "bbox"), [(1.0, (500.3, 800.7, 4000.2, 3000.9)),
+                                          (11.7, (-300, -200, 9500, 10200))])
+def test_strips_give_the_same_image_as_one_read(c2_levels, um, bbox):
+    levels, mpp = c2_levels
+    whole = resample_image(levels, mpp, um, bbox, strip_bytes=2**40)
+    strips = resample_image(levels, mpp, um, bbox, strip_bytes=2**20)
+    assert whole.shape == strips.shape == (3, round((bbox[3] - bbox[1]) * mpp / um),
+                                           round((bbox[2] - bbox[0]) * mpp / um))
+    # Bilinear resizes of the strips and of the whole agree to the last 8-bit level.
+    assert np.abs(whole - strips).max() <= 1 / 255 + 1e-6
+    assert whole.dtype == np.float32 and 0 <= whole.min() and whole.max() <= 1
+
+
+def test_uint8_is_the_same_image_in_a_quarter_of_the_memory(c2_levels):
+    levels, mpp = c2_levels
+    f = resample_image(levels, mpp, 4.0, (0, 0, 3000, 2000))
+    u = resample_image(levels, mpp, 4.0, (0, 0, 3000, 2000), dtype=np.uint8)
+    assert u.dtype == np.uint8 and u.nbytes * 4 == f.nbytes
+    assert np.abs(u / 255.0 - f).max() < 1e-6
+    with pytest.raises(ValueError, match="float32 or uint8"):
+        resample_image(levels, mpp, 4.0, dtype=np.int64)
