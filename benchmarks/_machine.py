@@ -21,7 +21,8 @@ def machine() -> str:
     if "torch" in sys.modules:
         import torch
 
-        desc += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        desc += f", torch {torch.__version__} ({n} thread{'s' if n != 1 else ''})"
         if torch.cuda.is_available():
             desc += f", GPU {torch.cuda.get_device_name(0)}"
     return desc
