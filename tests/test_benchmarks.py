@@ -52,7 +52,7 @@ def _record(hq, results, genes, setting="single"):
 
 
 def test_modules_import():
-    for name in ("baselines", "her2st_quality", "speed", "xenium"):
+    for name in ("baselines", "her2st_quality", "speed", "xenium", "profiling"):
         assert callable(_module(name).main if name != "baselines" else _module(name).uniform)
 
 
@@ -178,3 +178,21 @@ def test_xenium_baselines_score_through_evaluate(xenium_sdata):
     assert scores["nearest"]["consistency_error"] < 0.01
     assert scores["nearest"]["coverage"] is None
     assert scores["cubic"]["wPCC"] > 0.02
+
+
+def test_profile_stages_name_the_functions_that_run(her2st_c2):
+    """Every stage of the profile is found in a real (tiny) fit and superresolve."""
+    from conftest import FIT_BUDGET, FIT_GENES, SAMPLING
+
+    prof = _module("profiling")
+    sdata = copy.deepcopy(her2st_c2)
+    model, fit_s, fit_stats = prof.profiled(ds.tl.fit, sdata, genes=FIT_GENES, **FIT_BUDGET)
+    _, sr_s, sr_stats = prof.profiled(ds.tl.superresolve, sdata, model, **SAMPLING)
+    for stats, stages, total in ((fit_stats, prof.FIT_STAGES, fit_s),
+                                 (sr_stats, prof.SUPERRESOLVE_STAGES, sr_s)):
+        rows = prof.stage_times(stats, stages)
+        missing = [r["stage"] for r in rows if r["calls"] == 0]
+        assert not missing, missing
+        assert all(0 < r["seconds"] <= total * 1.05 for r in rows)
+        top = prof.top_functions(stats, n=5)
+        assert len(top) == 5 and top[0]["own_seconds"] >= top[-1]["own_seconds"]

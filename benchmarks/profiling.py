@@ -8,7 +8,7 @@ cumulative time) and the functions with the most time of their own.
 
 Usage (from the repository root)::
 
-    python benchmarks/profile.py --out benchmarks/results/profile
+    python benchmarks/profiling.py --out benchmarks/results/profiling
 
 writes ``<out>.md`` (tables, command, machine, date) and ``<out>.json``.
 """
@@ -150,7 +150,7 @@ def main(argv=None) -> dict:
                     help="training steps (the preset's by default)")
     ap.add_argument("--n-samples", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--out", default="benchmarks/results/profile",
+    ap.add_argument("--out", default="benchmarks/results/profiling",
                     help="output path without extension (.md and .json are written)")
     a = ap.parse_args(argv)
 
@@ -166,7 +166,7 @@ def main(argv=None) -> dict:
                                        max_steps=a.max_steps, progress=False)
     _, sr_s, sr_stats = profiled(ds.tl.superresolve, sdata, model, n_samples=a.n_samples,
                                  steps=a.steps, progress=False)
-    command = "python benchmarks/profile.py " + " ".join(
+    command = "python benchmarks/profiling.py " + " ".join(
         shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     record = {
         "command": command, "machine": machine(), "date": started,
