@@ -370,8 +370,8 @@ def markdown(record: dict, single: dict | None = None) -> str:
         "- consistency: the map averaged over each pseudo-spot against its counts "
         "(`uns['diffst']['consistency_error']`, 0 is exact); coverage: fraction of measured "
         "spots whose counts lie in mean +- 1.645 std, both read out over the spot's disc and "
-        "rescaled like the mean (0.9 is calibrated); `diffst-regression` has no spread, its "
-        "interval is a point; seconds: fit + superresolve for Diff-ST, prediction for baselines",
+        "rescaled like the mean (0.9 is calibrated); `diffst-regression` draws one "
+        "sample, so its std is the model's own error on its training pairs alone; seconds: fit + superresolve for Diff-ST, prediction for baselines",
         "",
     ]
     variants = {m: r["options"] for per in record["sections"].values() for m, r in per.items()
