@@ -44,7 +44,8 @@ SUPERRESOLVE_STAGES = [
     ("conditioning arrays (rasterise spots and H&E)", "tl/_data.py", "condition_arrays"),
     ("sampling (denoising steps of every tile)", "model/_samplers.py", "sample"),
     ("  of which: projections onto the spots", "model/_consistency.py", "__call__"),
-    ("  of which: network evaluations", "model/_network.py", "forward"),
+    ("  of which: network evaluations (denoiser and condition encoders)",
+     "model/_network.py", "forward"),
     ("condition encoding per tile", "model/_network.py", "encode_condition"),
     ("per-tile projection set-up", "tl/_superresolve.py", "_tile_projection"),
     ("global correction and writing", "tl/_superresolve.py", "_project_global"),
@@ -53,14 +54,17 @@ SUPERRESOLVE_STAGES = [
 
 
 def stage_times(stats: pstats.Stats, stages) -> list[dict]:
-    """Cumulative seconds and calls of each stage's function in ``stats``."""
+    """Cumulative seconds and calls of each stage's function in ``stats``.
+
+    Where several functions match (methods of one name in one file), the one with the most
+    cumulative time is taken: the others are called inside it, or are negligible.
+    """
     rows = []
     for label, suffix, name in stages:
         cum, calls = 0.0, 0
         for (file, _, func), (_, ncalls, _, ct, _) in stats.stats.items():
-            if func == name and file.replace("\\", "/").endswith(suffix):
-                cum += ct
-                calls += ncalls
+            if func == name and file.replace("\\", "/").endswith(suffix) and ct > cum:
+                cum, calls = ct, ncalls
         rows.append({"stage": label, "seconds": cum, "calls": calls})
     return rows
 
