@@ -204,10 +204,11 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
     genes = [str(g) for g in ds.pp.select_genes(base, n_top=n_genes)]
     sdata = tiled_section(base, k, he_downsample=he_downsample)
     del base
-    scratch = tempfile.TemporaryDirectory(prefix="diffst-speed-")
     if not in_memory:
         import spatialdata as sd
 
+        # Kept until this function returns: the section is read from it lazily.
+        scratch = tempfile.TemporaryDirectory(prefix="diffst-speed-")
         sdata.write(Path(scratch.name) / "section.zarr")
         sdata = sd.read_zarr(Path(scratch.name) / "section.zarr")
     view = ds.io.section_view(sdata)

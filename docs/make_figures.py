@@ -89,30 +89,34 @@ def data_flow():
     _box(ax, xs[0], (top + bottom) / 2, w, 4.5, "SpatialData", kind="data",
          body="images['he']\nH&E\n\nshapes['spots']\nspot circles\n\ntables['table']\n"
               "raw counts\n\none coordinate\nsystem\n\nread with ds.io\nor spatialdata-io")
-    # fit row
-    _box(ax, xs[1], top, w, h, "training pairs", body="spots summed into\ncoarser pseudo-spots"
-         "\n(2x2 / hexagons);\nXenium: binned\ntranscripts\n(ds.pp.degrade)")
-    _box(ax, xs[2], top, w, h, "grid arrays", body="pixel = spacing / 4\nLR map + mask\n"
-         "H&E: tissue & cell\nscale\ntarget + weight")
-    _box(ax, xs[3], top, w, h, "random patches", body="P x P pixels\n+ K cell sub-patches\n"
-         "(16 per patch)\nbatch of 8")
-    _box(ax, xs[4], top, w, h, "training loop", kind="model", body="DiffSTNet learns\n"
-         "pseudo-spots -> spots\nnoise level t random\nEMA of weights")
-    _box(ax, xs[5], top, w, h, "DiffST", kind="model", body="the fitted model\n"
-         "model.save(folder):\nconfig.json\n+ model.pt")
+    # One row per call: (title, body, kind) of the boxes after the SpatialData.
+    fit_row = [
+        ("training pairs", "spots summed into\ncoarser pseudo-spots\n(2x2 / hexagons);\n"
+         "Xenium: binned\ntranscripts\n(ds.pp.degrade)", "array"),
+        ("grid arrays", "pixel = spacing / 4\nLR map + mask\nH&E: tissue & cell\nscale\n"
+         "target + weight", "array"),
+        ("random patches", "P x P pixels\n+ K cell sub-patches\n(16 per patch)\nbatch of 8",
+         "array"),
+        ("training loop", "DiffSTNet learns\npseudo-spots -> spots\nnoise level t random\n"
+         "EMA of weights", "model"),
+        ("DiffST", "the fitted model\nmodel.save(folder):\nconfig.json\n+ model.pt", "model"),
+    ]
+    superresolve_row = [
+        ("section view", "measured spots\nare the input\n(one scale finer\nthan in training)",
+         "array"),
+        ("grid arrays", "same grid rules:\nphysical units,\nany spot spacing", "array"),
+        ("tiles", "overlapping P x P\ntiles, blended\nband by band\ninto a zarr store",
+         "array"),
+        ("sampler", "N samples x 20 steps\neach step projected:\nfootprint mean =\n"
+         "measured spot", "model"),
+        ("image layers", "images['diffst']\nimages['diffst_std']\ntables['diffst_table']\n"
+         "over the H&E", "output"),
+    ]
+    for row, boxes in ((top, fit_row), (bottom, superresolve_row)):
+        for x, (title, body, kind) in zip(xs[1:], boxes, strict=True):
+            _box(ax, x, row, w, h, title, body=body, kind=kind)
     _box(ax, xs[4], 6.35, w, 0.55, "co-expression graph", kind="array", fontsize=8)
     _arrow(ax, (xs[4], 6.07), (xs[4], top + h / 2))
-    # superresolve row
-    _box(ax, xs[1], bottom, w, h, "section view", body="measured spots\nare the input\n"
-         "(one scale finer\nthan in training)")
-    _box(ax, xs[2], bottom, w, h, "grid arrays", body="same grid rules:\nphysical units,\n"
-         "any spot spacing")
-    _box(ax, xs[3], bottom, w, h, "tiles", body="overlapping P x P\ntiles, blended\n"
-         "with a smooth\nwindow")
-    _box(ax, xs[4], bottom, w, h, "sampler", kind="model", body="N samples x 20 steps\n"
-         "each step projected:\nfootprint mean =\nmeasured spot")
-    _box(ax, xs[5], bottom, w, h, "image layers", kind="output", body="images['diffst']\n"
-         "images['diffst_std']\ntables['diffst_table']\nover the H&E")
     for row in (top, bottom):
         for a, b in zip(xs[1:-1], xs[2:], strict=True):
             _arrow(ax, (a + w / 2, row), (b - w / 2, row))
@@ -173,6 +177,7 @@ def network():
 
 
 def main() -> None:
+    """Write both figures into ``docs/_static`` as SVG."""
     plt.rcParams["svg.hashsalt"] = "diffst_sc-docs"
     plt.rcParams["svg.fonttype"] = "none"
     plt.rcParams["font.family"] = "DejaVu Sans"

@@ -34,3 +34,14 @@ def test_uint8_is_the_same_image_in_a_quarter_of_the_memory(c2_levels):
     assert np.abs(u / 255.0 - f).max() < 1e-6
     with pytest.raises(ValueError, match="float32 or uint8"):
         resample_image(levels, mpp, 4.0, dtype=np.int64)
+
+
+def test_a_float_image_is_scaled_alike_in_every_strip():
+    # 0-255 floats with a near-black band (values 1): a strip holding only the band must not be
+    # taken for a 0-1 image and turned white.
+    img = np.full((3, 300, 200), 200.0, np.float32)
+    img[:, 100:200] = 1.0
+    out = resample_image([img], 1.0, 1.0, strip_bytes=3 * 200 * 40, dtype=np.uint8)
+    assert (out[:, 110:190] == 1).all() and (out[:, :90] == 200).all()
+    unit = resample_image([img / 255.0], 1.0, 1.0, strip_bytes=3 * 200 * 40, dtype=np.uint8)
+    np.testing.assert_array_equal(unit, out)

@@ -58,17 +58,20 @@ def resample_image(levels: list, microns_per_pixel: float, target_um: float,
     # Output rows per strip, and a margin of source rows wider than the resize filter's reach.
     step = max(1, int(strip_bytes // max(3 * src_w * max(sy, 1.0), 1)))
     margin = int(np.ceil(2 * max(sy, 1.0))) + 2
+    to_255 = _float_to_255(levels)
     for o0 in range(0, out_h, step):
         o1 = min(out_h, o0 + step)
         r0 = max(0, int(np.floor(o0 * sy)) - margin)
         r1 = min(src_h, int(np.ceil(o1 * sy)) + margin)
-        win = _read_window(data, a0 + r0, b0, r1 - r0, src_w, fill)
+        win = _read_window(data, a0 + r0, b0, r1 - r0, src_w, fill, to_255)
         if (src_h, src_w) != (out_h, out_w):
             # PIL's filters widen with the reduction factor, so shrinking is anti-aliased; the
             # box places the strip's output rows exactly where a resize of the whole would.
             box = (0.0, o0 * sy - r0, float(src_w), o1 * sy - r0)
             win = np.asarray(Image.fromarray(win).resize((out_w, o1 - o0), Image.BILINEAR,
                                                          box=box))
+        else:  # same size: only the margins go
+            win = win[o0 - r0:o1 - r0]
         strip = np.moveaxis(win, -1, 0)
         if dtype == np.uint8:
             out[:, o0:o1] = strip
@@ -88,13 +91,27 @@ def _pick_level(levels: list, microns_per_pixel: float, target_um: float):
         # than the full image itself; stored levels cost no more than it.
         if microns_per_pixel * fi <= target_um * 1.0001 and _graph_layers(lev) <= base_cost:
             best, f = i, fi
-    return getattr(levels[best], "data", levels[best]), f
+    return _unwrap(levels[best]), f
 
 
-def _read_window(data, a0: int, b0: int, h: int, w: int, fill: float) -> np.ndarray:
+def _float_to_255(levels: list) -> float:
+    """What a float image is multiplied by to be 0-255: 255 if its values are in [0, 1], else 1.
+
+    Decided once per image, from its coarsest level, so that every strip of it is scaled alike.
+    """
+    coarsest = _unwrap(levels[-1])
+    if np.dtype(coarsest.dtype).kind != "f":
+        return 1.0
+    top = coarsest.max()
+    return 255.0 if float(top.compute() if hasattr(top, "compute") else top) <= 1.0 else 1.0
+
+
+def _read_window(data, a0: int, b0: int, h: int, w: int, fill: float,
+                 to_255: float = 1.0) -> np.ndarray:
     """A window of a ``(c, y, x)`` image as ``(h, w, 3)`` uint8, ``fill`` outside the image.
 
-    The window is rows ``a0`` to ``a0 + h`` and columns ``b0`` to ``b0 + w``.
+    The window is rows ``a0`` to ``a0 + h`` and columns ``b0`` to ``b0 + w``; float values are
+    multiplied by ``to_255`` first.
     """
     lh, lw = data.shape[1:]
     win = np.full((h, w, 3), round(fill * 255), dtype=np.uint8)
@@ -103,13 +120,18 @@ def _read_window(data, a0: int, b0: int, h: int, w: int, fill: float) -> np.ndar
         part = data[:3, ca0:ca1, cb0:cb1]
         part = np.asarray(part.compute() if hasattr(part, "compute") else part)
         if part.dtype.kind == "f":
-            part = np.clip(part * (255.0 if part.max() <= 1.0 else 1.0), 0, 255)
+            part = np.clip(part * to_255, 0, 255)
         win[ca0 - a0:ca1 - a0, cb0 - b0:cb1 - b0] = np.moveaxis(part, 0, -1).astype(np.uint8)
     return win
 
 
+def _unwrap(level):
+    """The array inside an xarray level (numpy or dask); other arrays as they are."""
+    return level.data if hasattr(level, "dims") else level
+
+
 def _graph_layers(level) -> int:
-    data = getattr(level, "data", level)
+    data = _unwrap(level)
     graph = getattr(data, "dask", None)
     return len(graph.layers) if graph is not None and hasattr(graph, "layers") else 0
 

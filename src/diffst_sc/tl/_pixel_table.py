@@ -9,8 +9,12 @@ import pandas as pd
 from ._tile_store import gene_chunk
 
 
-def add_pixel_table(sdata, view, genes, mean, grid, key: str, image_px: int = 2000) -> None:
+def add_pixel_table(sdata, view, genes, mean, keep, grid, key: str,
+                    image_px: int = 2000) -> None:
     """Add ``tables[key + "_table"]`` (tissue pixels x genes) annotating ``shapes[key + "_pixels"]``.
+
+    ``mean`` is the ``(G, H, W)`` map (a numpy or zarr array, read a few genes at a time) and
+    ``keep`` the ``(H, W)`` pixels to include.
 
     The AnnData has ``obsm['spatial']`` (pixel centres in full-resolution H&E pixels) and the H&E
     in ``uns['spatial'][key]`` (``images['hires']`` with its scale factor), the layout of
@@ -20,15 +24,10 @@ def add_pixel_table(sdata, view, genes, mean, grid, key: str, image_px: int = 20
     from spatialdata.transformations import get_transformation
 
     g, h, w = mean.shape
-    # ``mean`` may live on disk (a zarr array): read it a few genes at a time.
+    keep = np.asarray(keep, bool).ravel()
     step = gene_chunk(g, h * w, copies=2)
-    starts = range(0, g, step)
-    total = np.zeros(h * w)
-    for g0 in starts:
-        total += np.asarray(mean[g0:g0 + step], np.float32).reshape(-1, h * w).sum(0)
-    keep = total > 0
     x = np.empty((int(keep.sum()), g), np.float32)
-    for g0 in starts:
+    for g0 in range(0, g, step):
         x[:, g0:g0 + step] = np.asarray(mean[g0:g0 + step], np.float32).reshape(-1, h * w)[:, keep].T
     centres = grid.pixel_centres()[keep]
     ids = np.nonzero(keep)[0]

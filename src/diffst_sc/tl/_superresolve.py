@@ -120,8 +120,12 @@ def superresolve(
                         seed=seed, device=dev, tile_size=tile_size, progress=progress,
                         pixel_px=None if pixel_size_um is None
                         else pixel_size_um / view.microns_per_pixel)
-    mean, std, grid, consistency = maps
-    _write_layers(sdata, view, model.genes, mean, std, grid, key_added, add_pixel_table)
+    mean, std, grid, expressed, consistency = maps
+    _write_layers(sdata, view, model.genes, mean, std, grid, key_added)
+    if add_pixel_table:
+        from ._pixel_table import add_pixel_table as _add
+
+        _add(sdata, view, model.genes, mean, expressed, grid, key_added)
     view.adata.uns[key_added] = {
         "genes": list(model.genes), "pixel_size_um": float(grid.pixel * view.microns_per_pixel),
         "n_samples": n_samples, "steps": steps, "sampler": sampler, "seed": seed,
@@ -155,8 +159,8 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
                  tile_size, progress, pixel_px=None):
     """Sample every tile into ``store``, then correct and finish the maps a few genes at a time.
 
-    Returns the mean and std (counts per footprint) as zarr arrays, their grid, and the
-    consistency error.
+    Returns the mean and std (counts per footprint) as zarr arrays, their grid, the pixels
+    where any gene is expressed, and the consistency error.
     """
     import torch
     from tqdm.auto import tqdm
@@ -193,12 +197,10 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
             m.set_active_cells(model.net_config.n_cells)
     smp = make_sampler(sampler, model.diffusion, steps)
     mu, sd = torch.from_numpy(scaler.mu).to(device), torch.from_numpy(scaler.sd).to(device)
-    rows = _tiles(h, size, overlap)
-    tiles = [(i, j) for i in rows for j in _tiles(w, size, overlap)]
+    tiles = [(i, j) for i in _tiles(h, size, overlap) for j in _tiles(w, size, overlap)]
     for n, (i, j) in enumerate(tqdm(tiles, desc="super-resolving", unit="tile",
                                     disable=not progress)):
-        if i > blender.top:
-            blender.flush(i)  # rows above this tile row are reached by no later tile
+        blender.flush(i)  # rows above this tile's are reached by no later tile
         rng = np.random.default_rng([seed, n])
         cond = patch_condition(arrays, i, j, size, model.net_config.n_cells,
                                model.net_config.cell_size, rng)
@@ -227,6 +229,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     std = new_array(store, "std", (g, out_grid.height, out_grid.width),
                     (1, out_grid.height, out_grid.width))
     err_sum, target_sum = 0.0, 0.0
+    expressed = np.zeros((out_grid.height, out_grid.width), bool)
     c = normalised_rows(cov.tocsr())
     floor = _density_floor(counts_target)
     step = gene_chunk(g, max(h * w, out_grid.height * out_grid.width))
@@ -243,7 +246,8 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         if pixel_px is not None:
             m, s = _resize(m, out_grid), _resize(s, out_grid)
         mean[sl], std[sl] = m.astype(np.float32), s.astype(np.float32)
-    return mean, std, out_grid, err_sum / max(target_sum, 1e-12)
+        expressed |= (m > 0).any(0)
+    return mean, std, out_grid, expressed, err_sum / max(target_sum, 1e-12)
 
 
 def _density_floor(target: np.ndarray) -> float:
@@ -332,7 +336,7 @@ def layer_transform(sdata, view: SectionView, grid: Grid):
                      Translation([grid.y0, grid.x0], axes=("y", "x")), to_cs])
 
 
-def _write_layers(sdata, view, genes, mean, std, grid, key, add_pixel_table):
+def _write_layers(sdata, view, genes, mean, std, grid, key):
     import dask.array as da
     from spatialdata.models import Image2DModel
 
@@ -340,7 +344,3 @@ def _write_layers(sdata, view, genes, mean, std, grid, key, add_pixel_table):
     for name, arr in ((key, mean), (key + "_std", std)):
         sdata.images[name] = Image2DModel.parse(
             da.from_zarr(arr), dims=("c", "y", "x"), c_coords=list(genes), transformations=t)
-    if add_pixel_table:
-        from ._pixel_table import add_pixel_table as _add
-
-        _add(sdata, view, genes, mean, grid, key)
