@@ -80,6 +80,20 @@ class DegradedSection:
         return self.lr.expression(genes) / np.maximum(self.n_children, 1)[:, None]
 
 
+def degrade_2x2(sdata, genes: list[str]):
+    """LR pseudo-spots (2 x 2 blocks of the array) and the HR truth, for ``genes``."""
+    return ds.pp.degrade(sdata, mode="square", factor=2, genes=genes)
+
+
+def lr_input(lr_sdata):
+    """What a method may see: the H&E, the pseudo-spots and their table (no truth)."""
+    from spatialdata import SpatialData
+
+    return SpatialData(images={"he": lr_sdata.images["he"]},
+                       shapes={"spots": lr_sdata.shapes["spots"]},
+                       tables={"table": lr_sdata.tables["table"]})
+
+
 def uniform(lr_sdata, genes: list[str]) -> np.ndarray:
     """Copy each pseudo-spot's counts, split equally, to its children. ``(n_hr, n_genes)``."""
     sec = DegradedSection.from_sdata(lr_sdata)
@@ -178,7 +192,107 @@ def tesla(lr_sdata, genes: list[str], *, res: int = 50, k: int = 2,
     return np.expm1(np.einsum("qn,qng->qg", w, known[nbs]))
 
 
+#: Ridge penalty on standardised inputs (the quality issue's setting).
+RIDGE_ALPHA = 300.0
+#: The two histology ridges: which descriptors, over discs of which radii (relative to a spot's).
+RIDGE_FEATURES = {
+    "ridge-colour": {"scales": (1.0,), "colour_only": True},
+    "ridge-histology": {"scales": (0.5, 1.0, 1.5), "colour_only": False},
+}
+
+
+def _quantities_for(sec: DegradedSection):
+    """The H&E's per-pixel quantities over the section's spots (``ds.pp``'s descriptors)."""
+    from diffst_sc.pp._descriptors import section_quantities, working_pixel_um
+
+    radius_um = sec.hr.spot_diameter_um / 2
+    margin = 1.5 * sec.lr.diameter_px / 2 + 8
+    c = sec.lr.centres_px
+    bbox = (c[:, 0].min() - margin, c[:, 1].min() - margin, c[:, 0].max() + margin,
+            c[:, 1].max() + margin)
+    return section_quantities(sec.lr, bbox, working_pixel_um(radius_um))
+
+
+def _ridge_inputs(q, view, centres_px, block, genes, interpolated_counts, features) -> np.ndarray:
+    """Within-block deviations of the histology descriptors and of the interpolated genes."""
+    from diffst_sc.pp._descriptors import DESCRIPTOR_NAMES, histology_descriptors
+    from diffst_sc.tl._ridge import within_block
+
+    d = histology_descriptors(q, centres_px, view.spot_diameter_um / 2, features["scales"])
+    if features["colour_only"]:
+        per = len(DESCRIPTOR_NAMES)
+        keep = [s * per + i for s in range(len(features["scales"]))
+                for i, n in enumerate(DESCRIPTOR_NAMES) if "nucle" not in n]
+        d = d[:, keep]
+    x = np.c_[d, np.log1p(interpolated_counts)]
+    return within_block(x, block)
+
+
+def _ridge_pair(pair_sdata, genes, q, features):
+    """Inputs and within-block targets of one degraded pair (children: ``hr_table``)."""
+    from diffst_sc.tl._ridge import within_block
+
+    sec = DegradedSection.from_sdata(pair_sdata)
+    x = _ridge_inputs(q, sec.hr, sec.hr.centres_px, sec.block, genes, bicubic(pair_sdata, genes),
+                      features)
+    y = within_block(np.log1p(sec.hr.expression(genes).astype(np.float64)), sec.block)
+    return x, y
+
+
+def histology_ridge(lr_sdata, genes: list[str], *, train=None, method: str = "ridge-histology",
+                    alpha: float = RIDGE_ALPHA) -> np.ndarray:
+    """A ridge on H&E descriptors and interpolated genes, predicting within-block deviations.
+
+    Single section (``train=None``): self-supervised on the LR pseudo-spots alone, which are
+    summed once more into 2 x 2 blocks; the discs are each spot's own (the LR radius in training,
+    the HR radius when applied). Across sections: trained on ``train``'s measured spots, summed
+    into 2 x 2 blocks. The prediction is the pseudo-spot's counts per child, times the exponent
+    of the predicted deviation of log1p counts.
+
+    Parameters
+    ----------
+    lr_sdata
+        The degraded section (``ds.pp.degrade``).
+    genes
+        Genes to predict (all of them are also inputs, through their bicubic interpolation).
+    train
+        Measured sections to train on (across sections), or ``None``.
+    method
+        ``"ridge-colour"``: colour and stain statistics over the spot's disc;
+        ``"ridge-histology"``: those and nuclear counts over discs of 0.5, 1 and 1.5 radii.
+    alpha
+        Ridge penalty on the standardised inputs.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_hr, n_genes)`` predicted counts.
+    """
+    from diffst_sc.tl._ridge import Ridge
+
+    features = RIDGE_FEATURES[method]
+    sec = DegradedSection.from_sdata(lr_sdata)
+    q = _quantities_for(sec)
+    if train is None:
+        pairs = [(degrade_2x2(lr_input(lr_sdata), genes), q)]
+    else:
+        pairs = []
+        for s in train:
+            pair = degrade_2x2(s, genes)
+            pairs.append((pair, _quantities_for(DegradedSection.from_sdata(pair))))
+    xy = [_ridge_pair(p, genes, qq, features) for p, qq in pairs]
+    model = Ridge.fit(np.concatenate([a for a, _ in xy]), np.concatenate([b for _, b in xy]),
+                      alpha)
+    x = _ridge_inputs(q, sec.hr, sec.hr.centres_px, sec.block, genes, bicubic(lr_sdata, genes),
+                      features)
+    dev = model.predict(x) - model.intercept  # deviations: no offset within a block
+    return sec.lr_per_child(genes)[sec.block] * np.exp(dev)
+
+
 BASELINES = {"uniform": uniform, "bicubic": bicubic, "tesla": tesla}
+#: Baselines that learn: ``f(lr_sdata, genes, train=None | measured sections)``.
+TRAINED_BASELINES = {name: (lambda m: lambda lr, genes, train=None: histology_ridge(
+    lr, genes, train=train, method=m))(name) for name in RIDGE_FEATURES}
 
 
 def score_predictions(lr_sdata, pred_counts: np.ndarray, genes: list[str]) -> dict:

@@ -40,6 +40,9 @@ from _machine import machine  # noqa: E402
 from baselines import (  # noqa: E402
     BASELINES,
     HR_TABLE,
+    TRAINED_BASELINES,
+    degrade_2x2,
+    lr_input,
     interval_coverage_at_spots,
     score_predictions,
 )
@@ -60,7 +63,7 @@ DIFFST_VARIANTS: dict[str, dict] = {
     "diffst-no-cells": {"use_cell_attention": False},
     "diffst-no-graph": {"use_gene_graph": False},
 }
-METHODS = (*BASELINES, *DIFFST_VARIANTS)
+METHODS = (*BASELINES, *TRAINED_BASELINES, *DIFFST_VARIANTS)
 
 #: The issue's targets for Diff-ST against bicubic interpolation (means over sections).
 WPCC_FACTOR = 1.5
@@ -75,20 +78,6 @@ def read_genes(path: Path) -> list[str]:
 def load_section(data_dir: Path, name: str):
     """The measured section as SpatialData."""
     return ds.io.read_legacy_st(data_dir / name)
-
-
-def degrade_section(sdata, genes: list[str]):
-    """LR pseudo-spots (2 x 2 blocks of the array) and the HR truth, for ``genes``."""
-    return ds.pp.degrade(sdata, mode="square", factor=2, genes=genes)
-
-
-def lr_input(lr_sdata):
-    """What a method may see: the H&E, the pseudo-spots and their table (no truth)."""
-    from spatialdata import SpatialData
-
-    return SpatialData(images={"he": lr_sdata.images["he"]},
-                       shapes={"spots": lr_sdata.shapes["spots"]},
-                       tables={"table": lr_sdata.tables["table"]})
 
 
 def hr_footprints(lr_sdata) -> tuple[np.ndarray, float, str]:
@@ -195,6 +184,9 @@ def predict(method: str, lr_sdata, genes, *, setting, others, diffst_kw):
     if method in BASELINES:
         # Baselines read the HR spots' positions and parents from lr_sdata, never their counts.
         return BASELINES[method](lr_sdata, genes)
+    if method in TRAINED_BASELINES:
+        train = None if setting == "single" else others()
+        return TRAINED_BASELINES[method](lr_sdata, genes, train=train)
     if method in DIFFST_VARIANTS:
         train = [lr_input(lr_sdata)] if setting == "single" else others()
         return run_diffst(lr_sdata, train, genes, **diffst_options(method, diffst_kw))
@@ -420,7 +412,7 @@ def run(sections, methods, setting, genes, data_dir: Path, diffst_kw, *,
 
     results = {"sections": {}, "n_genes_panel": len(genes)}
     for name in sections:
-        lr = degrade_section(section(name), genes)
+        lr = degrade_2x2(section(name), genes)
         genes_s = [g for g in genes if g in set(map(str, lr.tables["table"].var_names))]
         for method in methods:
             r = score_method(method, lr, genes_s, setting=setting,

@@ -123,7 +123,7 @@ def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypa
         raise Called
 
     monkeypatch.setattr(hq.ds.tl, "fit", fake_fit)
-    lr = hq.degrade_section(her2st_c2, bench_genes[:5])
+    lr = hq.degrade_2x2(her2st_c2, bench_genes[:5])
     base = {"preset": "cpu-small", "max_steps": 3, "n_samples": 4, "steps": 2, "seed": 1}
     switches = {"deterministic", "use_disentangle", "use_cell_attention", "use_gene_graph"}
     for name, overrides in expected.items():
