@@ -187,3 +187,48 @@ def test_supervised_pairs_on_xenium_truth_then_evaluate(xenium_zarr):
     scores = ds.tl.evaluate(pair, "diffst")
     assert set(genes) <= set(scores.index) and "mean" in scores.index
     assert np.isfinite(scores.loc["mean", ["PCC", "NRMSE", "SSIM"]].astype(float)).all()
+
+
+def test_histology_path_is_saved_and_drives_the_map(fitted, tmp_path):
+    _, model = fitted
+    path = model.histology_path
+    assert path is not None and path.radius_ratio == pytest.approx(0.5)
+    n_features = path.ridge.coef.shape[0]
+    assert path.ridge.coef.shape[1] == len(GENES) and n_features > len(GENES)
+    loaded = ds.DiffST.load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.histology_path.ridge.coef, path.ridge.coef)
+    assert loaded.deep
+
+
+def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2):
+    """deep=False: the ridge alone, fitted in seconds; its map departs from the spots where
+    the H&E says so, and still integrates back to every spot."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from baselines import bicubic, degrade_2x2, lr_input, score_predictions
+
+    genes = GENES
+    lr = degrade_2x2(her2st_c2, genes)
+    target = lr_input(lr)
+    model = ds.tl.fit(target, genes=genes, deep=False, progress=False)
+    assert not model.deep and model.history == []
+    ds.tl.superresolve(target, model=model, n_samples=1, steps=1, progress=False)
+    view = ds.io.section_view(target)
+    got = layer_footprint_means(target, "diffst", view.centres_px, view.diameter_px,
+                                view.coordinate_system)
+    want = view.expression(genes)
+    assert np.abs(got - want).sum() / want.sum() < 0.05
+    hr = ds.io.section_view(lr, table_key="hr_table", image_key=view.image_key,
+                            coordinate_system=view.coordinate_system,
+                            microns_per_pixel=view.microns_per_pixel)
+    pred = layer_footprint_means(target, "diffst", hr.centres_px, hr.diameter_px,
+                                 view.coordinate_system)
+    ours = score_predictions(lr, pred, genes)["wPCC"]
+    assert ours > score_predictions(lr, bicubic(lr, genes), genes)["wPCC"]
+
+
+def test_deep_false_needs_the_histology_path(her2st_c2):
+    with pytest.raises(ValueError, match="histology_path=True"):
+        ds.tl.fit(her2st_c2, genes=GENES, deep=False, histology_path=False, progress=False)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..io._view import SectionView
-from ..pp._grid import Grid, coverage_matrix, gaussian_weights, spread_values
+from ..pp._grid import Grid, coverage_matrix, gaussian_weights, normalised_rows, spread_values
 
 #: Expression is modelled as log1p of counts per 10,000 (section-median total) per unit area.
 _PER = 1e4
@@ -38,7 +38,12 @@ class ExpressionScaler:
 
     def density(self, counts: np.ndarray, area_um2: float) -> np.ndarray:
         """Counts per footprint of ``area_um2`` to normalised density (model's linear units)."""
-        return (np.asarray(counts, np.float64) / area_um2 / self.section_scale * _PER).astype(np.float32)
+        return (np.asarray(counts, np.float64) / area_um2 / self.section_scale
+                * _PER).astype(np.float32)
+
+    def counts_per_unit(self, area_um2: float) -> float:
+        """Counts per footprint of ``area_um2`` of one unit of normalised density."""
+        return self.section_scale / _PER * area_um2
 
     def to_model(self, counts: np.ndarray, area_um2: float) -> np.ndarray:
         """Counts per footprint to standardised log-density."""
@@ -49,7 +54,7 @@ class ExpressionScaler:
         shape = [1] * np.ndim(z)
         shape[gene_axis] = -1
         v = np.expm1(z * self.sd.reshape(shape) + self.mu.reshape(shape)).clip(0, None)
-        return (v * self.section_scale / _PER * area_um2).astype(np.float32)
+        return (v * self.counts_per_unit(area_um2)).astype(np.float32)
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
@@ -73,7 +78,7 @@ def scaler_for(view: SectionView, genes: list[str]) -> ExpressionScaler:
 class GridSpec:
     """How a section is rasterised for the model (all relative to the input spot spacing)."""
 
-    pixel_fraction: float = 0.25
+    pixel_fraction: float = 0.125
     he_factor: int = 4
     cell_um: float = 1.0
     margin_spacings: float = 1.0
@@ -100,31 +105,56 @@ def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScal
     return SectionArrays(lr=lr, lr_mask=lr_mask, he=he, cells_image=cells, tissue=tissue & near)
 
 
+def add_path_features(arrays, view: SectionView, grid: Grid, spec: GridSpec,
+                      radius_um: float) -> np.ndarray:
+    """Set ``arrays.features`` to the low-capacity path's inputs (``tl._histology_path``).
+
+    The descriptors are of discs of ``radius_um`` around each grid pixel, from the cell-scale
+    H&E already in ``arrays`` when it is at the descriptors' pixel size. Returns the descriptor
+    maps, for the features of other LR lattices over the same grid.
+    """
+    from ..pp._descriptors import BASE_UM
+    from ._histology_path import descriptor_maps, path_features
+
+    bbox = (grid.x0, grid.y0, grid.x0 + grid.width * grid.pixel, grid.y0 + grid.height * grid.pixel)
+    rgb = arrays.cells_image if spec.cell_um == BASE_UM else None
+    d = descriptor_maps(view, grid, radius_um, rgb=rgb, bbox_px=bbox)
+    arrays.features = path_features(d, arrays.lr, view, grid)
+    return d
+
+
 def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid):
     """LR expression spread onto the grid, the footprints' coverage, and where spots are near."""
     z = scaler.to_model(view.expression(genes), disc_area_um2(view))
     w = gaussian_weights(view.centres_px, grid, sigma_px=view.spacing_px / 2)
     lr, _ = spread_values(z, w, grid)
-    cov = np.asarray(coverage_matrix(view.centres_px, view.diameter_px, grid).sum(0)).ravel()
+    footprints = coverage_matrix(view.centres_px, view.diameter_px, grid)
+    cov = np.asarray(footprints.sum(0)).ravel()
     lr_mask = np.clip(cov, 0, 1).reshape(1, grid.height, grid.width).astype(np.float32)
     near = np.asarray(w.sum(0)).ravel().reshape(grid.height, grid.width) > 0.05
     return lr, lr_mask, near
 
 
 def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: list[str],
-                    spec: GridSpec) -> list:
+                    spec: GridSpec, histology_path: bool = False) -> list:
     """Training pairs: each LR view as input, the HR spots as the target.
 
     The LR views are e.g. pseudo-spot lattices at different phases; the pairs share the H&E
-    arrays and the target.
+    arrays and the target. With ``histology_path``, each pair carries the low-capacity path's
+    inputs in ``features``, its descriptors over discs of the HR spots' radius.
     """
     from dataclasses import replace
+
+    from ._histology_path import path_features
 
     first = lr_views[0]
     scaler = scaler_for(first, genes)
     pixel = spec.pixel_fraction * first.spacing_px
     grid = Grid.around(hr_view.centres_px, pixel, spec.margin_spacings * first.spacing_px)
     base = condition_arrays(first, genes, scaler, grid, spec)
+    descriptors = None
+    if histology_path:
+        descriptors = add_path_features(base, first, grid, spec, hr_view.spot_diameter_um / 2)
     z_hr = scaler.to_model(hr_view.expression(genes), disc_area_um2(hr_view))
     # The target is known inside the HR footprints; a narrow kernel fills their pixels.
     sigma = max(hr_view.diameter_px / 2, grid.pixel / 2)
@@ -132,11 +162,24 @@ def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: li
     target, support = spread_values(z_hr, w, grid)
     base.target = target
     base.weight = np.clip(support, 0, 1)[None].astype(np.float32)
+    base.footprints = normalised_rows(coverage_matrix(hr_view.centres_px, hr_view.diameter_px,
+                                                      grid).tocsr())
+    base.spot_target = z_hr
+    base.spot_parent = _nearest(first, hr_view)
     pairs = [base]
     for view in lr_views[1:]:
         lr, lr_mask, _ = _lr_arrays(view, genes, scaler, grid)
-        pairs.append(replace(base, lr=lr, lr_mask=lr_mask))
+        features = None if descriptors is None else path_features(descriptors, lr, view, grid)
+        pairs.append(replace(base, lr=lr, lr_mask=lr_mask, features=features,
+                             spot_parent=_nearest(view, hr_view)))
     return pairs
+
+
+def _nearest(lr_view: SectionView, hr_view: SectionView) -> np.ndarray:
+    """``(n_hr,)`` the LR spot nearest to each HR spot (its parent on any lattice)."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(lr_view.centres_px).query(hr_view.centres_px)[1]
 
 
 def _block_mean(a: np.ndarray, k: int) -> np.ndarray:

@@ -62,11 +62,20 @@ class DiffST:
         self.history: list[dict] = []
         #: Per-gene RMS error (model units) of the mean prediction on the training pairs.
         self.residual_sd: list[float] | None = None
+        #: The low-capacity path (``tl._histology_path.HistologyPath``) the network refines.
+        self.histology_path = None
         g = None if graph is None else torch.as_tensor(np.asarray(graph, np.float32))
         self.module = DiffSTNet(net_config, g)
         self.diffusion = GaussianDiffusion(diffusion_config)
 
+    @property
+    def deep(self) -> bool:
+        """Whether the network was trained (``False``: the histology path alone)."""
+        return bool(self.training.get("deep", True))
+
     def __repr__(self) -> str:
+        if not self.deep:
+            return f"DiffST({len(self.genes)} genes, histology path only)"
         steps = self.history[-1]["step"] if self.history else 0
         return (f"DiffST({len(self.genes)} genes, {self.n_parameters:,} parameters, "
                 f"trained {steps} steps)")
@@ -98,6 +107,8 @@ class DiffST:
             "training": self.training,
             "history": self.history,
             "residual_sd": self.residual_sd,
+            "histology_path": None if self.histology_path is None
+            else self.histology_path.to_dict(),
         }
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -136,4 +147,8 @@ class DiffST:
         model.module.load_state_dict(load_state(path / _WEIGHTS_FILE))
         model.history = list(cfg.get("history", []))
         model.residual_sd = cfg.get("residual_sd")
+        if cfg.get("histology_path") is not None:
+            from ._histology_path import HistologyPath
+
+            model.histology_path = HistologyPath.from_dict(cfg["histology_path"])
         return model

@@ -38,6 +38,8 @@ def fit(
     graph_key: str = "diffst_coexpr",
     prediction: str = "x0",
     pairs: str = "self",
+    histology_path: bool = True,
+    deep: bool = False,
     progress: bool = True,
     **config,
 ):
@@ -80,6 +82,18 @@ def fit(
         ``ds.pp.degrade`` lays it out (``tables["table"]`` the low-resolution spots,
         ``tables["hr_table"]`` the truth: finer spots, Visium HD bins or binned Xenium
         transcripts).
+    histology_path
+        Learn the low-capacity path first: a ridge regression from histology descriptors of
+        each footprint (stain statistics and nuclear density from the H&E at 1 um per pixel)
+        and the interpolated expression to how the fine map departs from the interpolated
+        spots. The network then refines that base map. ``False`` for the ablation without it.
+    deep
+        Also train the deep network (the cross-modal diffusion model) on what the histology
+        path leaves, as its refinement. Off by default: on the her2st benchmark the network,
+        trained from scratch on a section's few dozen pairs, makes the path's maps worse, not
+        better (``benchmarks/results``). With ``False`` the model is the histology path alone:
+        fitted in under a minute, and :func:`superresolve` writes its map (one deterministic
+        sample; the uncertainty is the path's error on its training pairs).
     progress
         Show a progress bar with the loss.
     **config
@@ -129,7 +143,19 @@ def fit(
     spec = GridSpec()
     if pairs not in ("self", "supervised"):
         raise ValueError(f"pairs must be 'self' or 'supervised', not {pairs!r}.")
-    sections = _training_sections(sdatas, views, genes, spec, supervised=pairs == "supervised")
+    sections, ratio, n_target = _training_sections(sdatas, views, genes, spec,
+                                                   supervised=pairs == "supervised",
+                                                   histology_path=histology_path)
+    path = None
+    if not deep and not histology_path:
+        raise ValueError("deep=False keeps only the histology path, so it needs "
+                         "histology_path=True; pass deep=True to train the network alone.")
+    if histology_path:
+        from ._histology_path import HistologyPath
+
+        path = HistologyPath.fit(sections, ratio)
+        for sec in sections:
+            path.apply(sec)
 
     diff_keys = {"deterministic", "schedule", "num_train_steps"}
     diff_cfg = DiffusionConfig(prediction=prediction,
@@ -139,20 +165,23 @@ def fit(
     net_cfg = net_preset(preset, len(genes), **config)
     budget["max_steps"] = int(max_steps or budget["max_steps"])
     budget["batch_size"] = int(batch_size or budget["batch_size"])
-    training = {"preset": preset, "seed": seed, "sections": [v.name for v in views], **budget}
+    training = {"preset": preset, "seed": seed, "sections": [v.name for v in views],
+                "histology_path": histology_path, "deep": deep, **budget}
 
     torch.manual_seed(seed)
     model = DiffST(genes, net_cfg, diff_cfg, spec, graph=graph, training=training)
-    sampler = _patch_sampler(sections, net_cfg, budget)
-    tcfg = TrainerConfig(lr=budget["lr"], max_steps=budget["max_steps"],
-                         batch_size=budget["batch_size"], seed=seed, progress=progress,
-                         checkpoint_every=max(50, budget["max_steps"] // 5))
-    result = fit_model(model.module, _loss_fn(model), sampler, tcfg, device=device,
-                       checkpoint_dir=checkpoint_dir,
-                       before_step=[_cell_curriculum(net_cfg.n_cells, budget["max_steps"])])
-    result.ema.copy_to(model.module)
-    model.module.to("cpu")
-    model.history = list(result.history)
+    model.histology_path = path
+    if deep:
+        sampler = _patch_sampler(sections, net_cfg, budget)
+        tcfg = TrainerConfig(lr=budget["lr"], max_steps=budget["max_steps"],
+                             batch_size=budget["batch_size"], seed=seed, progress=progress,
+                             checkpoint_every=max(50, budget["max_steps"] // 5))
+        result = fit_model(model.module, _loss_fn(model), sampler, tcfg, device=device,
+                           checkpoint_dir=checkpoint_dir,
+                           before_step=[_cell_curriculum(net_cfg.n_cells, budget["max_steps"])])
+        result.ema.copy_to(model.module)
+        model.module.to("cpu")
+        model.history = list(result.history)
     model.residual_sd = _residual_sd(model, sections, seed)
     remember_model(data, model)
     remember_model(sdatas, model)
@@ -178,18 +207,24 @@ def _gene_graph(sdatas, views, genes, key, table_key) -> np.ndarray:
     return np.mean(mats, axis=0).astype(np.float32)
 
 
-def _training_sections(sdatas, views, genes, spec, supervised: bool = False):
-    """Training pairs of each section: (LR spots as input, finer truth as target)."""
-    sections = []
+def _training_sections(sdatas, views, genes, spec, supervised: bool = False,
+                       histology_path: bool = False):
+    """Training pairs of each section: (LR spots as input, finer truth as target).
+
+    Returns the pairs, the median ratio of the target footprints' radius to the input spots',
+    and the number of target spots over all pairs.
+    """
+    sections, ratios, n_target = [], [], 0
     for s, v in zip(sdatas, views, strict=True):
-        if supervised:
-            sections.extend(_supervised_pair(s, v, genes, spec))
-        else:
-            sections.extend(_self_supervised_pairs(s, v, genes, spec))
-    return sections
+        make = _supervised_pair if supervised else _self_supervised_pairs
+        pairs, lr, hr = make(s, v, genes, spec, histology_path)
+        sections.extend(pairs)
+        ratios.append(hr.spot_diameter_um / lr.spot_diameter_um)
+        n_target += hr.n_spots * len(pairs)
+    return sections, float(np.median(ratios)), n_target
 
 
-def _self_supervised_pairs(sdata, view, genes, spec):
+def _self_supervised_pairs(sdata, view, genes, spec, histology_path=False):
     """The section's spots summed into pseudo-spots (input) -> its spots (target).
 
     On a square array every phase of the 2 x 2 blocks is used (4 pseudo-spot lattices), which
@@ -208,7 +243,7 @@ def _self_supervised_pairs(sdata, view, genes, spec):
     if not lr_views:
         raise ValueError(f"Section {view.name!r} has too few spots ({view.n_spots}) to learn "
                          "from: at least a few dozen measured spots are needed.")
-    return training_arrays(lr_views, view, genes, spec)
+    return training_arrays(lr_views, view, genes, spec, histology_path), lr_views[0], view
 
 
 def _block_phases(sdata, view):
@@ -232,7 +267,7 @@ def _block_phases(sdata, view):
                           tables={view.table_key: table})
 
 
-def _supervised_pair(sdata, view, genes, spec):
+def _supervised_pair(sdata, view, genes, spec, histology_path=False):
     """LR spots (the view) -> the high-resolution truth in ``tables["hr_table"]``."""
     if "hr_table" not in sdata.tables:
         raise ValueError(f"pairs='supervised' needs the truth in tables['hr_table'] (section "
@@ -240,15 +275,18 @@ def _supervised_pair(sdata, view, genes, spec):
     hr = section_view(sdata, table_key="hr_table", image_key=view.image_key,
                       coordinate_system=view.coordinate_system,
                       microns_per_pixel=view.microns_per_pixel)
-    return training_arrays([view], hr, genes, spec)
+    return training_arrays([view], hr, genes, spec, histology_path), view, hr
 
 
 def _residual_sd(model, sections, seed: int, max_sections: int = 8) -> list[float]:
     """Per-gene RMS error (model units) of the fitted model's mean prediction on its pairs.
 
     ``superresolve`` adds it to the spread of the samples, so that the uncertainty also covers
-    what the model gets wrong on average, not only how much its samples differ.
+    what the model gets wrong on average, not only how much its samples differ. Without the
+    deep network the prediction is the histology path's base map (a residual of 0).
     """
+    if not model.deep:
+        return _base_error(sections, max_sections)
     import torch
 
     from ..model._patches import patch_condition
@@ -278,6 +316,15 @@ def _residual_sd(model, sections, seed: int, max_sections: int = 8) -> list[floa
                 err = (x0[:, :hi, :wj] - sec.target[:, i:i + hi, j:j + wj]) ** 2
                 num += (err * wt).sum((1, 2))
                 den += float(wt.sum())
+    return np.sqrt(num / max(den, 1e-6)).astype(float).tolist()
+
+
+def _base_error(sections, max_sections: int) -> list[float]:
+    """Per-gene weighted RMS of the targets left after the base map (residual targets)."""
+    num, den = 0.0, 0.0
+    for sec in sections[:max_sections]:
+        num = num + (sec.target**2 * sec.weight).sum((1, 2))
+        den += float(sec.weight.sum())
     return np.sqrt(num / max(den, 1e-6)).astype(float).tolist()
 
 

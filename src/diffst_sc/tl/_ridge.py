@@ -38,8 +38,8 @@ class Ridge:
         y
             ``(n, k)`` targets.
         alpha
-            Penalty on the standardised weights, as scikit-learn's ``Ridge(alpha)`` with unit
-            sample weights; with weights, ``alpha * mean(weight)`` is added to the diagonal.
+            Penalty on the standardised weights, as in scikit-learn's ``Ridge(alpha)``: the fit
+            minimises ``sum(weight * residual**2) + alpha * |coef|**2``.
         weight
             ``(n,)`` non-negative sample weights (1 by default).
 
@@ -61,7 +61,7 @@ class Ridge:
         xs = (x - mean) / sd
         y_mean = (w @ y) / total
         xw = xs * w[:, None]
-        gram = xw.T @ xs + alpha * total / len(x) * np.eye(x.shape[1])
+        gram = xw.T @ xs + alpha * np.eye(x.shape[1])
         coef = np.linalg.solve(gram, xw.T @ (y - y_mean))
         return cls(mean, sd, coef, y_mean)
 

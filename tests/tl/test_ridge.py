@@ -1,0 +1,46 @@
+"""The closed-form ridge of the histology path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffst_sc.tl._ridge import Ridge, within_block
+
+
+def test_matches_scikit_learn_on_standardised_inputs():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)) * [1, 10, 0.1, 3, 1] + 4
+    y = x @ rng.normal(size=(5, 2)) + rng.normal(size=(60, 2))
+    ours = Ridge.fit(x, y, alpha=7.0)
+    xs = (x - x.mean(0)) / x.std(0)
+    ref = sklearn.Ridge(alpha=7.0).fit(xs, y)
+    np.testing.assert_allclose(ours.predict(x), ref.predict(xs), rtol=1e-8, atol=1e-8)
+
+
+def test_weights_count_like_repeated_rows():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(20, 3)), rng.normal(size=(20, 1))
+    twice = Ridge.fit(np.r_[x, x[:5]], np.r_[y, y[:5]], alpha=2.0)
+    weighted = Ridge.fit(x, y, alpha=2.0, weight=np.r_[np.full(5, 2.0), np.ones(15)])
+    np.testing.assert_allclose(twice.predict(x), weighted.predict(x), atol=1e-10)
+
+
+def test_round_trip_and_constant_inputs():
+    x = np.c_[np.arange(10.0), np.ones(10)]
+    r = Ridge.fit(x, 2 * x[:, :1], alpha=1e-9)
+    assert np.isfinite(r.coef).all() and r.coef[1, 0] == 0  # no weight on a constant, no NaN
+    r2 = Ridge.from_dict(r.to_dict())
+    np.testing.assert_allclose(r2.predict(x), 2 * x[:, :1], atol=1e-6)
+
+
+def test_within_block_removes_block_means():
+    v = np.array([[1.0], [3.0], [10.0], [14.0], [5.0]])
+    out = within_block(v, np.array([0, 0, 7, 7, 2]))
+    np.testing.assert_allclose(out.ravel(), [-1, 1, -2, 2, 0])
+
+
+def test_refuses_no_weight():
+    with pytest.raises(ValueError, match="no sample"):
+        Ridge.fit(np.ones((3, 1)), np.ones((3, 1)), 1.0, weight=np.zeros(3))
