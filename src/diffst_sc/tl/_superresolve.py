@@ -50,7 +50,7 @@ def superresolve(
     key_added
         Name of the new image layer (and prefix of the others).
     pixel_size_um
-        Output pixel size; by default the model's native resolution (a quarter of the spot
+        Output pixel size; by default the model's native resolution (an eighth of the spot
         spacing). Finer grids are interpolated from the native one.
     n_samples
         Samples drawn per tile; their mean and standard deviation are written.
