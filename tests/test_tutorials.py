@@ -68,6 +68,21 @@ def test_budget_read_from_environment(name):
     assert not re.search(r"[\"']/[A-Za-z_.-]+/", source), f"{name} has an absolute path"
 
 
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_outputs_hold_no_paths_of_this_machine(name):
+    # tutorials/run_notebooks.py makes them portable; a notebook saved otherwise may leak them
+    texts = []
+    for cell in _code_cells(_read(name)):
+        for out in cell.outputs:
+            texts.append(out.get("text", ""))
+            texts += [v for k, v in out.get("data", {}).items()
+                      if k.startswith("text/") and isinstance(v, str)]
+    output = "\n".join(texts)
+    machine = {ROOT, ROOT.parent, Path(sys.prefix), Path.home()}
+    for path in sorted(str(p) + "/" for p in machine if p.parent != p):  # not the root "/"
+        assert path not in output, f"{name}: the outputs hold {path}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_tutorial_executes(name, monkeypatch):

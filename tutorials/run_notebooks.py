@@ -6,13 +6,14 @@ Run from the repository root with the project's environment (it needs the `doc` 
     python tutorials/run_notebooks.py quickstart.ipynb     # some of them
 
 Each notebook runs with tutorials/ as its working directory and the default budgets written in
-it, unless DIFFST_TUTORIAL_MAX_STEPS / DIFFST_TUTORIAL_N_SAMPLES are set. Check the figures
-before committing. The test suite (tests/test_tutorials.py) runs them on small budgets without
-saving.
+it, unless DIFFST_TUTORIAL_MAX_STEPS / DIFFST_TUTORIAL_N_SAMPLES are set. Paths of this machine
+in the outputs (warnings, reprs) are made portable. Check the figures before committing. The
+test suite (tests/test_tutorials.py) runs them on small budgets without saving.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,34 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def strip_machine_paths(nb) -> None:
+    """Replace this machine's paths in the outputs (warnings, reprs) with portable ones.
+
+    Installed packages become ``.../site-packages/...``, the example data
+    ``../../shared/data/...`` (as the notebooks reach it from tutorials/), and files of the
+    repository are given relative to its root.
+    """
+    rules = [(re.compile(r"[^\s\"'`]*/site-packages/"), ".../site-packages/"),
+             (re.compile(re.escape(str(ROOT.parent / "shared" / "data"))), "../../shared/data"),
+             (re.compile(re.escape(str(ROOT)) + "/"), "")]
+
+    def clean(text: str) -> str:
+        for pattern, repl in rules:
+            text = pattern.sub(repl, text)
+        return text
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = clean(out["text"])
+            for key, value in out.get("data", {}).items():
+                if key.startswith("text/") and isinstance(value, str):
+                    out["data"][key] = clean(value)
+            if "traceback" in out:
+                out["traceback"] = [clean(t) for t in out["traceback"]]
 
 
 def execute(path: Path, timeout_s: int = 3600) -> float:
@@ -29,6 +58,7 @@ def execute(path: Path, timeout_s: int = 3600) -> float:
     start = time.perf_counter()
     NotebookClient(nb, kernel_name="python3", timeout=timeout_s,
                    resources={"metadata": {"path": str(HERE)}}).execute()
+    strip_machine_paths(nb)
     nbformat.write(nb, path)
     return time.perf_counter() - start
 
