@@ -30,7 +30,10 @@ def training_loss(model, *, smooth: int = 25, ax=None, show: bool | None = None,
     from ._utils import finish
 
     if not model.history:
-        raise ValueError("The model has no training history: fit it with ds.tl.fit first.")
+        how = ("it is the histology path alone (fitted with deep=False): there is no loss "
+               "curve; fit with ds.tl.fit(..., deep=True) to train the network"
+               if not getattr(model, "deep", True) else "fit it with ds.tl.fit first")
+        raise ValueError(f"The model has no training history: {how}.")
     step = np.array([h["step"] for h in model.history])
     loss = np.array([h["loss"] for h in model.history])
     fig = None
