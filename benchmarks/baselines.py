@@ -16,11 +16,13 @@ rows in the table's order). It sees only the LR pseudo-spots, the H&E, and where
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 import diffst_sc as ds
 from diffst_sc.tl._metrics import (
+    block_means,
     expression_scores,
     gene_mean,
     interval_coverage,
@@ -216,7 +218,6 @@ def _quantities_for(sec: DegradedSection):
 def _ridge_inputs(q, view, centres_px, block, genes, interpolated_counts, features) -> np.ndarray:
     """Within-block deviations of the histology descriptors and of the interpolated genes."""
     from diffst_sc.pp._descriptors import DESCRIPTOR_NAMES, histology_descriptors
-    from diffst_sc.tl._ridge import within_block
 
     d = histology_descriptors(q, centres_px, view.spot_diameter_um / 2, features["scales"])
     if features["colour_only"]:
@@ -225,17 +226,16 @@ def _ridge_inputs(q, view, centres_px, block, genes, interpolated_counts, featur
                 for i, n in enumerate(DESCRIPTOR_NAMES) if "nucle" not in n]
         d = d[:, keep]
     x = np.c_[d, np.log1p(interpolated_counts)]
-    return within_block(x, block)
+    return x - block_means(x, block)
 
 
 def _ridge_pair(pair_sdata, genes, q, features):
     """Inputs and within-block targets of one degraded pair (children: ``hr_table``)."""
-    from diffst_sc.tl._ridge import within_block
-
     sec = DegradedSection.from_sdata(pair_sdata)
     x = _ridge_inputs(q, sec.hr, sec.hr.centres_px, sec.block, genes, bicubic(pair_sdata, genes),
                       features)
-    y = within_block(np.log1p(sec.hr.expression(genes).astype(np.float64)), sec.block)
+    y = np.log1p(sec.hr.expression(genes).astype(np.float64))
+    y = y - block_means(y, sec.block)
     return x, y
 
 
@@ -291,8 +291,7 @@ def histology_ridge(lr_sdata, genes: list[str], *, train=None, method: str = "ri
 
 BASELINES = {"uniform": uniform, "bicubic": bicubic, "tesla": tesla}
 #: Baselines that learn: ``f(lr_sdata, genes, train=None | measured sections)``.
-TRAINED_BASELINES = {name: (lambda m: lambda lr, genes, train=None: histology_ridge(
-    lr, genes, train=train, method=m))(name) for name in RIDGE_FEATURES}
+TRAINED_BASELINES = {name: partial(histology_ridge, method=name) for name in RIDGE_FEATURES}
 
 
 def score_predictions(lr_sdata, pred_counts: np.ndarray, genes: list[str]) -> dict:

@@ -96,15 +96,18 @@ def load_section(data_dir: Path, name: str, he_um: float | None = None):
     import pandas as pd
     from PIL import Image
 
+    from diffst_sc.io._legacy_st import _pixels_per_array_step
+
     src = data_dir / name
-    full_um = ds.io.read_legacy_st(src).tables["table"].uns["diffst_section"]["microns_per_pixel"]
+    spots = pd.read_csv(src / "spots.tsv", sep="\t")
+    # The reader's own estimate of the full image's pixel size (200 um ST spacing).
+    full_um = 200.0 / _pixels_per_array_step(spots[spots["selected"] == 1])
     f = full_um / he_um
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}_{he_um:g}um_"))
     Image.MAX_IMAGE_PIXELS = None
     with Image.open(src / "he.jpg") as im:
         im.convert("RGB").resize((round(im.width * f), round(im.height * f)),
                                  Image.Resampling.BOX).save(tmp / "he.png")
-    spots = pd.read_csv(src / "spots.tsv", sep="\t")
     spots[["pixel_x", "pixel_y"]] = spots[["pixel_x", "pixel_y"]] * f
     spots.to_csv(tmp / "spots.tsv", sep="\t", index=False)
     shutil.copy(src / "counts.tsv.gz", tmp / "counts.tsv.gz")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffst_sc.tl._ridge import Ridge, within_block
+from diffst_sc.tl._ridge import Ridge
 
 
 def test_matches_scikit_learn_on_standardised_inputs():
@@ -33,12 +33,6 @@ def test_round_trip_and_constant_inputs():
     assert np.isfinite(r.coef).all() and r.coef[1, 0] == 0  # no weight on a constant, no NaN
     r2 = Ridge.from_dict(r.to_dict())
     np.testing.assert_allclose(r2.predict(x), 2 * x[:, :1], atol=1e-6)
-
-
-def test_within_block_removes_block_means():
-    v = np.array([[1.0], [3.0], [10.0], [14.0], [5.0]])
-    out = within_block(v, np.array([0, 0, 7, 7, 2]))
-    np.testing.assert_allclose(out.ravel(), [-1, 1, -2, 2, 0])
 
 
 def test_refuses_no_weight():

@@ -128,8 +128,7 @@ def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, gr
     z = scaler.to_model(view.expression(genes), disc_area_um2(view))
     w = gaussian_weights(view.centres_px, grid, sigma_px=view.spacing_px / 2)
     lr, _ = spread_values(z, w, grid)
-    footprints = coverage_matrix(view.centres_px, view.diameter_px, grid)
-    cov = np.asarray(footprints.sum(0)).ravel()
+    cov = np.asarray(coverage_matrix(view.centres_px, view.diameter_px, grid).sum(0)).ravel()
     lr_mask = np.clip(cov, 0, 1).reshape(1, grid.height, grid.width).astype(np.float32)
     near = np.asarray(w.sum(0)).ravel().reshape(grid.height, grid.width) > 0.05
     return lr, lr_mask, near

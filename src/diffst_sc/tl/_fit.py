@@ -118,6 +118,9 @@ def fit(
     from ..model import preset as net_preset
     from ._diffst import DiffST
 
+    if not deep and not histology_path:
+        raise ValueError("deep=False keeps only the histology path, so it needs "
+                         "histology_path=True; pass deep=True to train the network alone.")
     if preset not in TRAINING_PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(TRAINING_PRESETS)}.")
     budget = dict(TRAINING_PRESETS[preset])
@@ -143,13 +146,10 @@ def fit(
     spec = GridSpec()
     if pairs not in ("self", "supervised"):
         raise ValueError(f"pairs must be 'self' or 'supervised', not {pairs!r}.")
-    sections, ratio, n_target = _training_sections(sdatas, views, genes, spec,
-                                                   supervised=pairs == "supervised",
-                                                   histology_path=histology_path)
+    sections, ratio = _training_sections(sdatas, views, genes, spec,
+                                         supervised=pairs == "supervised",
+                                         histology_path=histology_path)
     path = None
-    if not deep and not histology_path:
-        raise ValueError("deep=False keeps only the histology path, so it needs "
-                         "histology_path=True; pass deep=True to train the network alone.")
     if histology_path:
         from ._histology_path import HistologyPath
 
@@ -211,17 +211,15 @@ def _training_sections(sdatas, views, genes, spec, supervised: bool = False,
                        histology_path: bool = False):
     """Training pairs of each section: (LR spots as input, finer truth as target).
 
-    Returns the pairs, the median ratio of the target footprints' radius to the input spots',
-    and the number of target spots over all pairs.
+    Returns the pairs and the median ratio of the target footprints' radius to the input spots'.
     """
-    sections, ratios, n_target = [], [], 0
+    sections, ratios = [], []
     for s, v in zip(sdatas, views, strict=True):
         make = _supervised_pair if supervised else _self_supervised_pairs
         pairs, lr, hr = make(s, v, genes, spec, histology_path)
         sections.extend(pairs)
         ratios.append(hr.spot_diameter_um / lr.spot_diameter_um)
-        n_target += hr.n_spots * len(pairs)
-    return sections, float(np.median(ratios)), n_target
+    return sections, float(np.median(ratios))
 
 
 def _self_supervised_pairs(sdata, view, genes, spec, histology_path=False):

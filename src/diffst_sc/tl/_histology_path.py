@@ -23,7 +23,8 @@ import numpy as np
 
 from ..pp._descriptors import histology_descriptors, section_quantities, working_pixel_um
 from ..pp._grid import Grid
-from ._ridge import Ridge, within_block
+from ._metrics import block_means
+from ._ridge import Ridge
 
 #: Radii of the descriptor discs relative to the resolved footprint.
 SCALES = (0.5, 1.0, 1.5)
@@ -51,7 +52,7 @@ def _cell_mean(values: np.ndarray, view, grid: Grid) -> np.ndarray:
                                                    distance_upper_bound=view.spacing_px)
     inside = np.isfinite(dist)
     n = np.bincount(nearest[inside], minlength=view.n_spots).astype(np.float64)
-    out = flat.astype(np.float64, copy=True)
+    out = flat.astype(np.float32, copy=True)
     for i in range(c):
         sums = np.bincount(nearest[inside], flat[i, inside], minlength=view.n_spots)
         out[i, inside] = (sums / np.maximum(n, 1))[nearest[inside]]
@@ -130,8 +131,8 @@ class HistologyPath:
             f, g = len(p.features), len(p.lr)
             x = p.footprints @ p.features.reshape(f, -1).T
             y = p.spot_target - p.footprints @ p.lr.reshape(g, -1).T
-            xs.append(within_block(x, p.spot_parent))
-            ys.append(within_block(y, p.spot_parent))
+            xs.append(x - block_means(x, p.spot_parent))
+            ys.append(y - block_means(y, p.spot_parent))
             folds.append(_spatial_folds(p))
         x, y, fold = np.concatenate(xs), np.concatenate(ys), np.concatenate(folds)
         cv = {a: _cv_error(x, y, fold, a) for a in alphas}

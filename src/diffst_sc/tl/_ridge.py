@@ -79,13 +79,3 @@ class Ridge:
         return cls(**{k: np.asarray(d[k], np.float64) for k in ("x_mean", "x_sd", "coef",
                                                                   "intercept")})
 
-
-def within_block(values: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """``values`` ``(n, d)`` minus the mean of their block (rows sharing ``block``)."""
-    values = np.asarray(values, np.float64)
-    block = np.asarray(block)
-    _, inv = np.unique(block, return_inverse=True)
-    n = np.bincount(inv).astype(np.float64)
-    sums = np.zeros((len(n), values.shape[1]))
-    np.add.at(sums, inv, values)
-    return values - (sums / n[:, None])[inv]
