@@ -63,3 +63,103 @@ def test_fit_then_superresolve_on_a_store(tmp_path, capsys):
     assert main(["superresolve", str(store), "--model", str(model_dir), "--n-samples", "1",
                  "--steps", "2", "--overwrite", "--seed", "1"]) == 0
     assert "diffst" in sd.read_zarr(store).images
+
+
+# -- errors before work, in the command's words ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The demo section as a zarr store that already holds a layer named 'diffst'."""
+    import warnings
+
+    sdata = ds.datasets.her2st_demo()
+    sdata.images["diffst"] = sdata.images["he"]
+    path = tmp_path_factory.mktemp("cli") / "c2.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr's notes on its coming defaults
+        sdata.write(path)
+    return str(path)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """The folder of an untrained model over two demo genes."""
+    from diffst_sc.model import DiffusionConfig, preset
+
+    genes = ["ERBB2", "IGKC"]
+    return str(ds.DiffST(genes, preset("cpu-small", 2), DiffusionConfig()).save(tmp_path / "m"))
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"diffst {ds.__version__}"
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from diffst_sc.cli import _parser
+
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"diffst {name} {'/'.join(action.option_strings) or action.dest}"
+
+
+@pytest.mark.parametrize("command", ["fit", "demo"])
+def test_max_steps_zero_is_refused(store, tmp_path, capsys, command):
+    argv = (["fit", store, "--model", str(tmp_path / "m")] if command == "fit"
+            else ["demo", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--deep", "--max-steps", "0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --max-steps: must be a positive whole number, got '0'" in err
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_a_name_spatialdata_refuses_is_said_in_cli_words(store, model_dir, capsys):
+    assert main(["superresolve", store, "--model", model_dir, "--key", "my map"]) == 2
+    err = capsys.readouterr().err
+    assert "--key 'my map' cannot name a SpatialData element" in err and "--key 'my_map'" in err
+    assert "key_added" not in err
+
+
+def test_existing_layers_are_said_in_cli_words(store, model_dir, capsys):
+    assert main(["superresolve", store, "--model", model_dir]) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite" in err and "`--key`" in err
+    assert "overwrite=True" not in err and "key_added" not in err
+
+
+def test_an_edited_config_is_one_line_without_a_traceback(store, model_dir):
+    import json
+    from pathlib import Path
+
+    cfg_file = Path(model_dir) / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["net"]["channels"] = 128
+    cfg_file.write_text(json.dumps(cfg))
+    cmd = [sys.executable, "-m", "diffst_sc.cli", "superresolve", store, "--model", model_dir]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    errors = [line for line in res.stderr.splitlines() if line.startswith("diffst superresolve:")]
+    assert len(errors) == 1, res.stderr
+    assert "config.json does not match the weights in model.pt" in errors[0]
+    assert errors[0].endswith("(model.save(path, overwrite=True))")  # the fix, on the same line
+    assert "Traceback" not in res.stderr and "size mismatch" not in res.stderr
+
+
+def test_a_path_that_is_not_a_zarr_store(tmp_path, model_dir, capsys):
+    (tmp_path / "counts.h5ad").write_bytes(b"not a store")
+    for path in (tmp_path, tmp_path / "counts.h5ad"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["superresolve", str(path), "--model", model_dir])
+        assert exit_.value.code == 2
+        assert f"{path} is not a zarr store" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", str(tmp_path / "missing.zarr"), "--model", str(tmp_path / "m")])
+    assert "missing.zarr does not exist" in capsys.readouterr().err

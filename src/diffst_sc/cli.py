@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
+from . import __version__
+
 _EPILOG = "Run 'diffst COMMAND --help' for the options of one command."
+
+#: Options whose Python argument has another name, to say errors in the command's words.
+_API_NAMES = {"key": "key_added"}
+#: Positional arguments: not options, nothing to translate.
+_POSITIONAL = {"command", "run", "stores", "store"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,15 +27,64 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
-        print(f"diffst {args.command}: error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"diffst {args.command}: error: {_cli_words(str(message), args)}", file=sys.stderr)
         return 2
 
 
+def _cli_words(message: str, args: argparse.Namespace) -> str:
+    """``message`` with the Python arguments it names (``overwrite=True``) as options.
+
+    Arguments inside a call (``model.save(path, overwrite=True)``) are code and stay as they are.
+    """
+    for dest in vars(args):
+        if dest in _POSITIONAL:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        name = _API_NAMES.get(dest, dest)
+        free = r"(?<!\()(?<!, )"  # not an argument inside a call
+        message = re.sub(rf"{free}`?\b{name}=True\b`?", flag, message)
+        message = re.sub(rf"{free}\b{name}=(?=[`\s.,;)]|$)", flag, message)
+        message = re.sub(rf"{free}\b{name}=", flag + " ", message)
+        if "_" in name:  # unambiguous as a bare word too
+            message = re.sub(rf"{free}\b{name}\b(?!=)", flag, message)
+    return message
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return value
+
+
+def _zarr_store(text: str) -> str:
+    """``text`` if it names a zarr store (a folder with zarr metadata at its root)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{path} does not exist: pass a SpatialData zarr store "
+                                         "(the folder sdata.write(...) makes)")
+    if not path.is_dir() or not any((path / m).is_file() for m in ("zarr.json", ".zgroup")):
+        raise argparse.ArgumentTypeError(
+            f"{path} is not a zarr store (no zarr.json or .zgroup in it): pass a SpatialData "
+            "zarr store (the folder sdata.write(...) makes); read other formats with "
+            "spatialdata-io or ds.io.read_legacy_st and write them first")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
+    from .tl._fit import TRAINING_PRESETS
+
+    steps = ", ".join(f"{k}: {v['max_steps']}" for k, v in TRAINING_PRESETS.items())
     p = argparse.ArgumentParser(
         prog="diffst",
         description="Super-resolve spatial transcriptomics with the H&E image (Diff-ST).",
         epilog=_EPILOG)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                   help="print the version of diffst_sc and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="fit and super-resolve the embedded her2st demo section",
@@ -37,48 +94,72 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--deep", action="store_true",
                    help="also train the diffusion network on what the histology path leaves "
                    "(off by default: on the benchmark it does not improve the maps)")
-    d.add_argument("--max-steps", type=int, default=None,
-                   help="training steps with --deep (default: the cpu-small preset's)")
-    d.add_argument("--n-samples", type=int, default=8,
-                   help="samples per tile with --deep (default: 8)")
+    d.add_argument("--max-steps", type=_positive_int, default=None,
+                   help=f"training steps with --deep (default: the preset's; {steps})")
+    d.add_argument("--n-samples", type=_positive_int, default=8,
+                   help="samples per tile with --deep (default: %(default)s)")
     d.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    d.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    d.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, ... (default: %(default)s)")
     d.set_defaults(run=_demo)
 
     f = sub.add_parser("fit", help="fit a model on one or more SpatialData zarr stores",
                        description="Fit a Diff-ST model on the spots and H&E of each store and "
                        "save it to a folder (config.json + model.pt).")
-    f.add_argument("stores", nargs="+", help="SpatialData zarr stores (one per section)")
+    f.add_argument("stores", nargs="+", type=_zarr_store,
+                   help="SpatialData zarr stores (one per section)")
     f.add_argument("--model", required=True, help="folder to save the model into")
-    f.add_argument("--genes", help="text file with one gene per line (default: top expressed)")
-    f.add_argument("--n-genes", type=int, default=100, help="genes to pick if --genes is not "
-                   "given (default: 100)")
+    f.add_argument("--genes", help="text file with one gene per line (default: the --n-genes "
+                   "most expressed)")
+    f.add_argument("--n-genes", type=_positive_int, default=100,
+                   help="genes to pick if --genes is not given (default: %(default)s)")
     f.add_argument("--deep", action="store_true",
                    help="also train the diffusion network on what the histology path leaves")
-    f.add_argument("--preset", default="cpu-small", choices=["cpu-small", "gpu-large"])
-    f.add_argument("--max-steps", type=int, default=None)
-    f.add_argument("--table-key", default=None)
-    f.add_argument("--coordinate-system", default=None)
+    f.add_argument("--preset", default="cpu-small", choices=sorted(TRAINING_PRESETS),
+                   help="network size and training budget: cpu-small (minutes on a laptop) or "
+                   "gpu-large (default: %(default)s)")
+    f.add_argument("--max-steps", type=_positive_int, default=None,
+                   help=f"training steps with --deep (default: the preset's; {steps})")
+    f.add_argument("--table-key", default=None,
+                   help="table of the spots in each store (default: the only one, or 'table')")
+    f.add_argument("--coordinate-system", default=None,
+                   help="coordinate system shared by the spots and the H&E (default: the only "
+                   "one)")
     f.add_argument("--checkpoint-dir", default=None,
-                   help="checkpoints here; rerun with the same folder to resume")
-    f.add_argument("--device", default="auto")
-    f.add_argument("--seed", type=int, default=0)
+                   help="checkpoints here with --deep; rerun with the same folder to resume")
+    f.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, ... (default: %(default)s)")
+    f.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights and the patches: the same seed gives the same model "
+                   "(default: %(default)s)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     f.set_defaults(run=_fit)
 
     s = sub.add_parser("superresolve", help="add super-resolved layers to a zarr store",
                        description="Super-resolve a section with a saved model and write the "
                        "layers KEY and KEY_std into the store.")
-    s.add_argument("store", help="SpatialData zarr store")
+    s.add_argument("store", type=_zarr_store, help="SpatialData zarr store")
     s.add_argument("--model", required=True, help="folder written by 'diffst fit'")
-    s.add_argument("--key", default="diffst", help="name of the new layer (default: diffst)")
-    s.add_argument("--pixel-size-um", type=float, default=None)
-    s.add_argument("--n-samples", type=int, default=8)
-    s.add_argument("--steps", type=int, default=20)
-    s.add_argument("--table-key", default=None)
-    s.add_argument("--coordinate-system", default=None)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--key", default="diffst",
+                   help="name of the new layer: letters, digits, '_', '-' and '.' "
+                   "(default: %(default)s)")
+    s.add_argument("--pixel-size-um", type=float, default=None,
+                   help="output pixel size in micrometres (default: the model's, an eighth of the "
+                   "spot spacing)")
+    s.add_argument("--n-samples", type=_positive_int, default=8,
+                   help="samples per tile of a --deep model (default: %(default)s)")
+    s.add_argument("--steps", type=_positive_int, default=20,
+                   help="denoising steps per sample of a --deep model (default: %(default)s)")
+    s.add_argument("--table-key", default=None,
+                   help="table of the spots (default: the only one, or 'table')")
+    s.add_argument("--coordinate-system", default=None,
+                   help="coordinate system shared by the spots and the H&E (default: the only "
+                   "one)")
+    s.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, ... (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of the samples: the same seed and model give the same maps "
+                   "(default: %(default)s)")
     s.add_argument("--overwrite", action="store_true", help="replace existing layers")
     s.set_defaults(run=_superresolve)
     return p
@@ -120,6 +201,9 @@ def _demo(args) -> int:
 def _read_genes(path):
     if path is None:
         return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--genes {path}: no such file; pass a text file with one gene "
+                                "per line.")
     return [g.strip() for g in Path(path).read_text().splitlines() if g.strip()]
 
 
@@ -131,8 +215,9 @@ def _fit(args) -> int:
     target = Path(args.model)
     if target.exists() and any(target.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite or choose another --model.")
+    genes = _read_genes(args.genes)
     sdatas = [sd.read_zarr(p) for p in args.stores]
-    model = ds.tl.fit(sdatas if len(sdatas) > 1 else sdatas[0], genes=_read_genes(args.genes),
+    model = ds.tl.fit(sdatas if len(sdatas) > 1 else sdatas[0], genes=genes,
                       n_genes=args.n_genes, deep=args.deep, preset=args.preset,
                       max_steps=args.max_steps,
                       table_key=args.table_key, coordinate_system=args.coordinate_system,
@@ -147,8 +232,11 @@ def _superresolve(args) -> int:
 
     import diffst_sc as ds
 
-    sdata = sd.read_zarr(args.store)
+    from .io._checks import check_new_names
+
+    check_new_names(args.key)
     model = ds.DiffST.load(args.model)
+    sdata = sd.read_zarr(args.store)
     names = [args.key, args.key + "_std"]
     ds.tl.superresolve(sdata, model, key_added=args.key, pixel_size_um=args.pixel_size_um,
                        n_samples=args.n_samples, steps=args.steps, seed=args.seed,

@@ -24,8 +24,18 @@ def _values(x) -> np.ndarray:
     return np.asarray(x).ravel()
 
 
-def check_counts(x, *, where: str = "the table") -> bool:
+def check_counts(x, *, where: str = "the table", matrix: str | None = None) -> bool:
     """Check an expression matrix; return ``True`` when it holds raw integer counts.
+
+    Parameters
+    ----------
+    x
+        The matrix, dense or sparse.
+    where
+        Where it is, for the messages (e.g. ``"section 'C2'"``).
+    matrix
+        How a user reaches it, e.g. ``"adata.layers['counts']"``, for the hint that fixes
+        NaN values; without it the hint names no attribute.
 
     Raises
     ------
@@ -39,13 +49,20 @@ def check_counts(x, *, where: str = "the table") -> bool:
         return True
     if not np.isfinite(v).all():
         n = int((~np.isfinite(v)).sum())
+        fill = (f"`{matrix} = np.nan_to_num({matrix})`" if matrix is not None
+                else "with `np.nan_to_num` on that matrix")
         raise ValueError(f"Expression in {where} has {n} NaN or infinite values. Fill or drop "
-                         "them first, e.g. `adata.X = np.nan_to_num(adata.X)` or drop the spots.")
+                         f"them first, e.g. {fill}, or drop the spots.")
     if (v < 0).any():
         raise ValueError(f"Expression in {where} has {int((v < 0).sum())} negative values. "
                          "diffst_sc needs raw counts (or non-negative normalised values): pass "
                          "the raw counts layer with `layer=`, not scaled or centred data.")
     return bool(np.allclose(v, np.round(v)))
+
+
+def matrix_name(layer: str | None) -> str:
+    """How a user reaches the matrix of ``layer``: ``adata.X`` or ``adata.layers[...]``."""
+    return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
 
 
 def warn_if_not_counts(is_counts: bool, *, where: str = "the table") -> None:
@@ -91,3 +108,68 @@ def check_rgb(image: np.ndarray) -> np.ndarray:
         return np.moveaxis(im[:3], 0, -1)
     raise ValueError(f"The image has shape {im.shape}: expected RGB(A) channels first or last "
                      "(y, x, 3) / (3, y, x). Pass the H&E, not a fluorescence stack.")
+
+
+def duplicated(names) -> list[str]:
+    """The names that occur more than once in ``names``, each once, in order of appearance."""
+    seen, dups = set(), {}
+    for name in map(str, names):
+        if name in seen:
+            dups[name] = None
+        seen.add(name)
+    return list(dups)
+
+
+def check_unique_genes(names, *, where: str, fix: str) -> None:
+    """Raise naming the duplicated gene names of ``names`` (``where`` they are, ``fix`` them)."""
+    dups = duplicated(names)
+    if dups:
+        raise ValueError(f"{where} has {len(dups)} duplicated gene name(s): {dups[:10]}"
+                         f"{' ...' if len(dups) > 10 else ''}. {fix}")
+
+
+def check_new_names(key_added, sdata=None) -> None:
+    """Raise before any work when spatialdata would refuse the layers named after ``key_added``.
+
+    ``key_added`` must be a valid element name (letters, digits, ``_``, ``-`` and ``.``, not
+    starting with ``__``), and neither ``key_added``, ``key_added + "_std"`` (images) nor
+    ``key_added + "_table"`` (a table) may clash with an element of ``sdata`` whose name differs
+    only in case or that is of another type: spatialdata refuses both.
+
+    Raises
+    ------
+    ValueError
+        Naming the bad name, the rule and a valid alternative.
+    """
+    # spatialdata's own rule, so that the check never drifts from what it refuses at writing
+    from spatialdata._core.validation import check_valid_name
+
+    try:
+        check_valid_name(key_added)
+    except (TypeError, ValueError) as err:
+        hint = ""
+        if isinstance(key_added, str) and key_added:
+            hint = f", e.g. key_added={_valid_name(key_added)!r}"
+        raise ValueError(f"key_added={key_added!r} cannot name a SpatialData element: {err} "
+                         f"Choose another name{hint}.") from None
+    if sdata is None:
+        return
+    wanted = {key_added: "images", key_added + "_std": "images", key_added + "_table": "tables"}
+    for kind in ("images", "labels", "points", "shapes", "tables"):
+        for name in getattr(sdata, kind).keys():
+            for new, new_kind in wanted.items():
+                if name.lower() == new.lower() and (name != new or kind != new_kind):
+                    raise ValueError(
+                        f"key_added={key_added!r} would add {new_kind} element {new!r}, but the "
+                        f"SpatialData has {kind} element {name!r}; spatialdata refuses names that "
+                        "differ only in case or are shared by two kinds of element. Choose another "
+                        "key_added=."
+                    )
+
+
+def _valid_name(name: str) -> str:
+    """``name`` with every character spatialdata refuses replaced by ``_``."""
+    out = "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
+    while out.startswith("__"):
+        out = out[1:]
+    return out if out not in ("", "_", ".", "..") else "diffst"

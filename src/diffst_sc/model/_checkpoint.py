@@ -7,7 +7,9 @@ an untrusted source cannot run anything when loaded.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -92,7 +94,8 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not a tensor-only mapping (for example a pickled module).
+        If the file is not a tensor-only mapping (for example a pickled module), or is damaged
+        (truncated, overwritten).
 
     Examples
     --------
@@ -103,10 +106,17 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise FileNotFoundError(f"No state file at {path}; check the path, or train/save first.")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} is not a tensor-only state file: it holds pickled objects, which "
+            "torch.load(weights_only=True) refuses. diffst_sc only loads files written by "
+            "save_state; re-save the weights as a state dict with it."
+        ) from err
     except Exception as err:
         raise ValueError(
-            f"{path} is not a tensor-only state file ({type(err).__name__}: {err}). diffst_sc only "
-            "loads files written by save_state; re-save the weights as a state dict with it."
+            f"{path} is damaged or incomplete ({type(err).__name__}: {_first_line(err)}): it was "
+            "truncated or overwritten after it was written; write it again (model.save(...) for a "
+            "model) or copy it anew from where it was saved."
         ) from err
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a mapping of tensors.")
@@ -145,3 +155,49 @@ def check_plain(value: object, where: str = "state") -> None:
         "torch.load(weights_only=True) cannot read back; convert it to a tensor or to plain "
         "Python data (float(x), int(x), str(x), list(x)) before saving."
     )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as 64 hexadecimal digits.
+
+    Examples
+    --------
+    >>> file_sha256("model/model.pt")  # doctest: +SKIP
+    '3f1c...'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shape_mismatches(module: torch.nn.Module, state: Mapping) -> list[str]:
+    """How ``state`` fails to fit ``module``: one short description per differing tensor.
+
+    Parameters
+    ----------
+    module
+        The module the weights are meant for.
+    state
+        A state dict, e.g. from :func:`load_state`.
+
+    Returns
+    -------
+    list of str
+        Missing, unexpected and differently shaped tensors (empty when ``state`` fits).
+    """
+    expected = module.state_dict()
+    out = [f"{k!r} missing" for k in expected if k not in state]
+    out += [f"{k!r} unexpected" for k in state if k not in expected]
+    for key, tensor in expected.items():
+        have = state.get(key)
+        if isinstance(have, torch.Tensor) and have.shape != tensor.shape:
+            out.append(f"{key!r} is {tuple(have.shape)} in the file, {tuple(tensor.shape)} in the "
+                       "configuration")
+    return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..io._checks import check_unique_genes, matrix_name
 from ._normalize import counts_layer, get_matrix, resolve_table
 
 #: Gene-name prefixes left out by default: mitochondrial and ribosomal genes.
@@ -32,7 +33,7 @@ def select_genes(
         SpatialData, AnnData, or a list of them (several sections: only genes present in every
         section are considered).
     n_top
-        Number of genes to return.
+        Number of genes to return; with fewer genes available, all of them (and a warning).
     flavor
         ``"expressed"``: the highest mean of ``log1p(counts / library size * 1e4)`` over spots
         (summed over sections), the rule of the project's benchmark. ``"highly_variable"``:
@@ -56,6 +57,8 @@ def select_genes(
     ------
     KeyError
         When genes of ``genes`` are missing from a section (the message names them).
+    ValueError
+        When a table has duplicated gene names (the message names them).
 
     Examples
     --------
@@ -75,6 +78,10 @@ def select_genes(
     if not keep:
         raise ValueError(f"No gene is left after excluding the prefixes {tuple(exclude)}; pass a "
                          "shorter `exclude=`.")
+    if int(n_top) > len(keep):
+        warnings.warn(f"n_top={n_top} but only {len(keep)} genes are available (genes common to "
+                      f"every section, without the prefixes {tuple(exclude)}); returning all "
+                      f"{len(keep)}.", UserWarning, stacklevel=2)
     if flavor == "expressed":
         score = sum(_mean_log_expression(t, where=f"section {i}")[keep]
                     for i, t in enumerate(tables))
@@ -90,7 +97,13 @@ def _tables(data, table_key) -> list:
     items = list(data) if isinstance(data, list | tuple) else [data]
     if not items:
         raise ValueError("No section given: pass a SpatialData, an AnnData or a list of them.")
-    return [resolve_table(d, table_key) for d in items]
+    tables = [resolve_table(d, table_key) for d in items]
+    for i, t in enumerate(tables):
+        where = "The table" + (f" of section {i}" if len(tables) > 1 else "")
+        check_unique_genes(t.var_names, where=where,
+                           fix="Make them unique first (`adata.var_names_make_unique()`) or drop "
+                           "the duplicated columns.")
+    return tables
 
 
 def _names(adata) -> pd.Index:
@@ -137,8 +150,9 @@ def _mean_log_expression(adata, *, where: str) -> pd.Series:
     """Mean over spots of ``log1p(counts / library * 1e4)`` (float64; sparse stays sparse)."""
     from ..io._checks import check_counts, warn_if_not_counts
 
-    x = get_matrix(adata, counts_layer(adata))
-    if not check_counts(x, where=where):
+    layer = counts_layer(adata)
+    x = get_matrix(adata, layer)
+    if not check_counts(x, where=where, matrix=matrix_name(layer)):
         warn_if_not_counts(False, where=where)
         return pd.Series(np.asarray(x.mean(axis=0), dtype=float).ravel(), index=_names(adata))
     lib = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
@@ -162,8 +176,9 @@ def _variability_score(tables, genes: list[str], n_top: int) -> pd.Series:
 
     parts, all_counts = [], True
     for i, t in enumerate(tables):
-        x = get_matrix(t[:, genes], counts_layer(t))
-        is_counts = check_counts(x, where=f"section {i}")
+        layer = counts_layer(t)
+        x = get_matrix(t[:, genes], layer)
+        is_counts = check_counts(x, where=f"section {i}", matrix=matrix_name(layer))
         warn_if_not_counts(is_counts, where=f"section {i}")
         all_counts &= is_counts
         parts.append(ad.AnnData(X=x.astype(np.float32), var=pd.DataFrame(index=genes)))

@@ -13,6 +13,11 @@ from ._data import GridSpec
 _FORMAT = "diffst_sc.model/1"
 _CONFIG_FILE = "config.json"
 _WEIGHTS_FILE = "model.pt"
+_CHECKSUM_KEY = "weights_sha256"
+#: Entries of ``config.json`` a model cannot be re-created without.
+_REQUIRED = ("genes", "net", "diffusion", "grid")
+_FIX = ("restore the file as it was saved, or fit and save the model again "
+        "(model.save(path, overwrite=True))")
 
 
 class DiffST:
@@ -47,11 +52,12 @@ class DiffST:
                  graph: np.ndarray | None = None, training: dict | None = None):
         import torch
 
+        from ..io._checks import check_unique_genes
         from ..model import DiffSTNet, GaussianDiffusion
 
         self.genes = [str(g) for g in genes]
-        if len(set(self.genes)) != len(self.genes):
-            raise ValueError("The genes of a model must be unique.")
+        check_unique_genes(self.genes, where="The model's gene list",
+                           fix="The genes of a model must be unique: pass each gene once.")
         if net_config.n_genes != len(self.genes):
             raise ValueError(f"net_config.n_genes={net_config.n_genes} but {len(self.genes)} "
                              "genes were given.")
@@ -115,8 +121,13 @@ class DiffST:
         """Write ``config.json`` and a tensor-only ``model.pt`` into folder ``path``.
 
         The weights load with ``torch.load(path, weights_only=True)``; no code is pickled.
+        ``config.json`` records the SHA-256 of ``model.pt``, checked by :meth:`load`. The
+        tables the model was fitted on, when still in memory, record the folder in
+        ``uns["diffst_model"]``, so that :func:`diffst_sc.tl.superresolve` finds the model again
+        after the data are written and read back.
         """
-        from ..model._checkpoint import save_state
+        from ..model._checkpoint import file_sha256, save_state
+        from ._inputs import record_saved_model
 
         path = Path(path)
         if path.exists() and any(path.iterdir()) and not overwrite:
@@ -124,31 +135,93 @@ class DiffST:
                                   "replace the model saved there.")
         path.mkdir(parents=True, exist_ok=True)
         save_state(path / _WEIGHTS_FILE, self.module.state_dict())
-        (path / _CONFIG_FILE).write_text(json.dumps(self.config(), indent=1))
+        config = {**self.config(), _CHECKSUM_KEY: file_sha256(path / _WEIGHTS_FILE)}
+        (path / _CONFIG_FILE).write_text(json.dumps(config, indent=1))
+        record_saved_model(self, path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> DiffST:
-        """Load a model written by :meth:`save`."""
-        from ..model import DiffusionConfig, NetConfig
-        from ..model._checkpoint import load_state
+        """Load a model written by :meth:`save`.
+
+        Raises
+        ------
+        FileNotFoundError
+            When ``path`` holds no ``config.json`` or no ``model.pt``.
+        ValueError
+            In one line naming the file and the fix, when ``config.json`` is not valid JSON,
+            lacks an entry, does not describe a model or no longer matches the weights, and when
+            ``model.pt`` does not match the checksum recorded at saving.
+        """
+        from ..model._checkpoint import load_state, shape_mismatches
 
         path = Path(path)
         cfg_file = path / _CONFIG_FILE
-        if not cfg_file.exists():
-            raise FileNotFoundError(f"{cfg_file} not found: `path` must be a folder written by "
-                                    "DiffST.save().")
+        cfg = _read_config(cfg_file)
+        model = _from_config(cls, cfg, cfg_file)
+        weights = path / _WEIGHTS_FILE
+        _check_checksum(weights, cfg.get(_CHECKSUM_KEY))
+        state = load_state(weights)
+        bad = shape_mismatches(model.module, state)
+        if bad:
+            raise ValueError(
+                f"{cfg_file} does not match the weights in {weights.name} ({len(bad)} tensors "
+                f"differ, e.g. {bad[0]}): the file was edited after saving; {_FIX}"
+            )
+        model.module.load_state_dict(state)
+        return model
+
+
+def _read_config(cfg_file: Path) -> dict:
+    """The parsed ``config.json`` of a saved model, with its format and entries checked."""
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found: `path` must be a folder written by "
+                                "DiffST.save().")
+    try:
         cfg = json.loads(cfg_file.read_text())
-        if cfg.get("format") != _FORMAT:
-            raise ValueError(f"{cfg_file} is not a diffst_sc model (format {cfg.get('format')!r}).")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{cfg_file} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                         f"{err.msg}); {_FIX}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != _FORMAT:
+        found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+        raise ValueError(f"{cfg_file} is not a diffst_sc model (format {found!r}); pass the "
+                         "folder written by DiffST.save().")
+    missing = [k for k in _REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"{cfg_file} lacks the entr{'y' if len(missing) == 1 else 'ies'} "
+                         f"{', '.join(map(repr, missing))}; {_FIX}")
+    return cfg
+
+
+def _from_config(cls, cfg: dict, cfg_file: Path) -> DiffST:
+    """The model ``cfg`` describes, with fresh weights; bad entries named in one line."""
+    from ..model import DiffusionConfig, NetConfig
+
+    try:
         model = cls(cfg["genes"], NetConfig.from_dict(cfg["net"]),
                     DiffusionConfig(**cfg["diffusion"]), GridSpec(**cfg["grid"]),
                     training=cfg.get("training"))
-        model.module.load_state_dict(load_state(path / _WEIGHTS_FILE))
-        model.history = list(cfg.get("history", []))
+        model.history = list(cfg.get("history") or [])
         model.residual_sd = cfg.get("residual_sd")
         if cfg.get("histology_path") is not None:
             from ._histology_path import HistologyPath
 
             model.histology_path = HistologyPath.from_dict(cfg["histology_path"])
-        return model
+    except (KeyError, TypeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{cfg_file} does not describe a valid model ({type(err).__name__}: "
+                         f"{reason}); {_FIX}") from None
+    return model
+
+
+def _check_checksum(weights: Path, expected: str | None) -> None:
+    """Raise when ``weights`` does not hash to ``expected`` (models saved without one pass)."""
+    from ..model._checkpoint import file_sha256
+
+    if expected is None or not weights.is_file():  # load_state names a missing file
+        return
+    if file_sha256(weights) != expected:
+        raise ValueError(f"{weights} does not match the checksum recorded in {_CONFIG_FILE}: the "
+                         "file is damaged or was replaced; save the model again "
+                         "(model.save(path, overwrite=True)) or copy its folder anew from where "
+                         "it was saved.")

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 import weakref
+from pathlib import Path
 
-_BY_OBJECT: dict[int, tuple[weakref.ref, object]] = {}
+_BY_OBJECT: dict[tuple[int, str], tuple[weakref.ref, object]] = {}
+
+#: ``table.uns`` key recording the folder of the model saved after fitting on the table.
+SAVED_MODEL_KEY = "diffst_model"
+
+_NO_MODEL = ("No model given and none fitted on these data: pass `model=` a DiffST (from "
+             "`ds.tl.fit(data)`) or the folder of a saved one (written by `model.save(path)`).")
 
 
 def as_sdata_list(data, image=None, img_key=None) -> tuple[list, bool]:
@@ -53,6 +62,101 @@ def remember_model(data, model) -> None:
 def recall_model(data):
     """The model last fitted on ``data``, or ``None``."""
     return _lookup(data, "model")
+
+
+def check_fit_options(*, max_steps=None, batch_size=None, genes=None) -> None:
+    """Refuse, before any work, training budgets that are not positive and repeated genes."""
+    from ..io._checks import check_unique_genes
+
+    for name, value in (("max_steps", max_steps), ("batch_size", batch_size)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive whole number, got {value!r}; leave it "
+                             "out (None) for the preset's budget.")
+    if genes is not None and not isinstance(genes, str):
+        check_unique_genes(genes, where="`genes`", fix="Pass each gene once.")
+
+
+def resolve_model(model, data, sdata):
+    """The model to super-resolve ``sdata`` with.
+
+    ``model`` itself; the folder of a saved model when ``model`` is a path; else the model last
+    fitted on ``data``; else the saved model whose folder a table of ``sdata`` records in
+    ``uns[SAVED_MODEL_KEY]`` (written by ``DiffST.save``).
+
+    Raises
+    ------
+    TypeError
+        When ``model`` is neither a DiffST nor a path.
+    ValueError
+        When no model is given, none was fitted on the data and no table records one.
+    """
+    from ._diffst import DiffST
+
+    if isinstance(model, str | os.PathLike):
+        return DiffST.load(model)
+    if model is not None:
+        if not isinstance(model, DiffST):
+            raise TypeError(f"model must be a DiffST or the folder of a saved one, got "
+                            f"{type(model).__name__}.")
+        return model
+    model = recall_model(data) or recall_model(sdata)
+    if model is not None:
+        return model
+    folder = recorded_model_folder(sdata)
+    if folder is None:
+        raise ValueError(_NO_MODEL)
+    return DiffST.load(folder)
+
+
+def recorded_model_folder(sdata) -> Path | None:
+    """The folder of the saved model a table of ``sdata`` records, or ``None`` if none does.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a table records a folder that no longer holds a model.
+    """
+    for key, table in sdata.tables.items():
+        record = table.uns.get(SAVED_MODEL_KEY)
+        if not isinstance(record, dict) or "path" not in record:
+            continue
+        folder = Path(str(record["path"]))
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"tables[{key!r}].uns[{SAVED_MODEL_KEY!r}] records a model saved in {folder}, "
+                f"which holds none now. {_NO_MODEL}")
+        return folder
+    return None
+
+
+def record_saved_model(model, path) -> None:
+    """Record ``path`` in ``uns[SAVED_MODEL_KEY]`` of the tables ``model`` was fitted on.
+
+    Only data still in memory are reached (the registry keeps weak references); for a
+    SpatialData, the tables that hold all the model's genes.
+    """
+    record = {"path": str(Path(path).resolve())}
+    for obj in _fitted_on(model):
+        for table in _tables_with(obj, model.genes):
+            table.uns[SAVED_MODEL_KEY] = dict(record)
+
+
+def _fitted_on(model) -> list:
+    out = []
+    for (_, what), (ref, value) in list(_BY_OBJECT.items()):
+        obj = ref()
+        if what == "model" and value is model and obj is not None:
+            out.append(obj)
+    return out
+
+
+def _tables_with(obj, genes) -> list:
+    from anndata import AnnData
+
+    tables = [obj] if isinstance(obj, AnnData) else list(getattr(obj, "tables", {}).values())
+    return [t for t in tables if set(genes) <= set(map(str, t.var_names))]
 
 
 def _remember(obj, what, value):

@@ -1,0 +1,59 @@
+"""Arguments that cannot work are refused before fit or superresolve does any work."""
+
+from __future__ import annotations
+
+import pytest
+
+import diffst_sc as ds
+from diffst_sc.model import DiffusionConfig, preset
+
+
+@pytest.fixture
+def demo():
+    return ds.datasets.her2st_demo()
+
+
+@pytest.mark.parametrize("max_steps", [0, -5, 2.5])
+def test_fit_refuses_a_training_budget_that_is_not_positive(demo, max_steps):
+    with pytest.raises(ValueError, match=rf"max_steps must be a positive whole number, got "
+                       rf"{max_steps}"):
+        ds.tl.fit(demo, genes=["ERBB2", "IGKC"], deep=True, max_steps=max_steps, progress=False)
+    assert "diffst_coexpr" not in demo.tables["table"].varp  # refused before any work
+
+
+def test_fit_refuses_a_gene_given_twice(demo):
+    with pytest.raises(ValueError, match=r"`genes` has 1 duplicated gene name\(s\): \['ERBB2'\]"):
+        ds.tl.fit(demo, genes=["ERBB2", "IGKC", "ERBB2"], progress=False)
+    assert "diffst_coexpr" not in demo.tables["table"].varp
+
+
+@pytest.fixture
+def model():
+    """An untrained model over two demo genes: superresolve's checks run before it is used."""
+    genes = ["ERBB2", "IGKC"]
+    return ds.DiffST(genes, preset("cpu-small", len(genes)), DiffusionConfig())
+
+
+@pytest.mark.parametrize(("key", "reason"), [
+    ("my map", "alphanumeric characters, underscores, dots and hyphens"),
+    ("", "empty"),
+    ("__diffst", "start with '__'"),
+])
+def test_superresolve_refuses_names_spatialdata_refuses(demo, model, key, reason):
+    with pytest.raises(ValueError, match=rf"key_added={key!r} cannot name a SpatialData "
+                       rf"element: .*{reason}") as err:
+        ds.tl.superresolve(demo, model, key_added=key, progress=False)
+    if key == "my map":
+        assert "key_added='my_map'" in str(err.value)  # a valid name to use instead
+    assert set(demo.images) == {"he"}
+
+
+def test_superresolve_refuses_a_name_that_differs_only_in_case(demo, model):
+    with pytest.raises(ValueError, match=r"key_added='HE' would add images element 'HE', but "
+                       r"the SpatialData has images element 'he'"):
+        ds.tl.superresolve(demo, model, key_added="HE", progress=False)
+
+
+def test_the_name_is_checked_before_the_model_is_looked_for(demo):
+    with pytest.raises(ValueError, match=r"key_added='my map'"):
+        ds.tl.superresolve(demo, key_added="my map", progress=False)
