@@ -42,8 +42,8 @@ from baselines import (  # noqa: E402
     HR_TABLE,
     TRAINED_BASELINES,
     degrade_2x2,
-    lr_input,
     interval_coverage_at_spots,
+    lr_input,
     score_predictions,
 )
 

@@ -32,7 +32,9 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "her2st"
 #: The stages of each call: (label, file suffix, function name) of the function that does it.
 FIT_STAGES = [
     ("co-expression graph", "tl/_fit.py", "_gene_graph"),
-    ("training pairs (degrade + rasterise spots and H&E)", "tl/_fit.py", "_training_sections"),
+    ("training views (degrade the spots into pseudo-spots)", "tl/_fit.py", "_training_views"),
+    ("histology path (descriptors, footprint rows, ridge)", "tl/_data.py", "path_rows"),
+    ("deep network's pairs (rasterise spots and H&E)", "tl/_data.py", "training_arrays"),
     ("training loop", "model/_trainer.py", "fit_model"),
     ("  of which: drawing patches", "model/_patches.py", "__call__"),
     ("  of which: one training step (patches, forward, backward, optimiser, EMA)",

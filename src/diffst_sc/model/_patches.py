@@ -20,19 +20,13 @@ class SectionArrays:
     he
         ``(3, k*H, k*W)`` tissue-scale H&E in [0, 1].
     cells_image
-        ``(3, Hc, Wc)`` uint8 H&E at cell scale covering the same extent.
+        ``(3, Hc, Wc)`` uint8 H&E at cell scale covering the same extent (``None`` where no
+        network reads it).
     tissue
         ``(H, W)`` bool: where sub-patches may be centred.
     target, weight
         ``(G, H, W)`` HR target (model units) and ``(1, H, W)`` its confidence; ``None`` at
         inference.
-    features
-        ``(F, H, W)`` inputs of a low-capacity path that sets ``lr`` before training or
-        sampling (never seen by the network); ``None`` once used or without one.
-    footprints, spot_target, spot_parent
-        ``(n, H * W)`` sparse, rows summing to one: where each target spot lies on the grid;
-        ``(n, G)`` its value (model units); ``(n,)`` the input spot nearest to it. For
-        supervision through the footprints.
 
     Examples
     --------
@@ -43,14 +37,10 @@ class SectionArrays:
     lr: np.ndarray
     lr_mask: np.ndarray
     he: np.ndarray
-    cells_image: np.ndarray
+    cells_image: np.ndarray | None
     tissue: np.ndarray
     target: np.ndarray | None = None
     weight: np.ndarray | None = None
-    features: np.ndarray | None = None
-    footprints: object | None = None
-    spot_target: np.ndarray | None = None
-    spot_parent: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -108,8 +108,20 @@ def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
     return a.reshape(c, h // k, k, w // k, k).mean((2, 4), dtype=np.float32)
 
 
+def nuclear_threshold(rgbs) -> float:
+    """The hematoxylin level above which a pixel counts as nuclear, over H&E windows ``rgbs``.
+
+    ``rgbs`` is an iterable of ``(3, h, w)`` uint8 windows at :data:`BASE_UM` (e.g. the bands
+    of one section, read one at a time): the level is the :data:`_NUCLEUS_QUANTILE` of their
+    hematoxylin on every fourth pixel of every fourth row (a sixteenth of the pixels is kept).
+    """
+    return float(np.quantile(np.concatenate([_hed(rgb[:, ::4, ::4])[0].ravel() for rgb in rgbs]),
+                             _NUCLEUS_QUANTILE))
+
+
 def stain_quantities(rgb: np.ndarray, origin_px: tuple[float, float], base_px: float,
-                     pixel_um: float, strip_rows: int = 1024) -> StainQuantities:
+                     pixel_um: float, strip_rows: int = 1024,
+                     threshold: float | None = None) -> StainQuantities:
     """The per-pixel quantities of an H&E window read at :data:`BASE_UM`, in working pixels.
 
     Parameters
@@ -124,6 +136,8 @@ def stain_quantities(rgb: np.ndarray, origin_px: tuple[float, float], base_px: f
         Working pixel size (a multiple of :data:`BASE_UM`).
     strip_rows
         Rows processed at a time (bounds the memory of the float copies).
+    threshold
+        Hematoxylin level of nuclei (:func:`nuclear_threshold`); by default the window's own.
 
     Returns
     -------
@@ -138,7 +152,8 @@ def stain_quantities(rgb: np.ndarray, origin_px: tuple[float, float], base_px: f
     rgb = np.pad(rgb, pad, constant_values=255)
     h = rgb.shape[1]
     # The nuclear threshold is a quantile of hematoxylin over the whole window (stain-relative).
-    threshold = float(np.quantile(_hed(rgb[:, ::4, ::4])[0], _NUCLEUS_QUANTILE))
+    if threshold is None:
+        threshold = nuclear_threshold([rgb])
     margin = 16  # rows of context so that nuclei cut by a strip's edge are still whole
     parts = []
     for top in range(0, h, strip):
@@ -241,12 +256,15 @@ def working_pixel_um(radius_um: float, scales: tuple[float, ...] = (0.5, 1.0, 1.
 
 
 def section_quantities(view, bbox_px: tuple[float, float, float, float], pixel_um: float,
-                       rgb: np.ndarray | None = None) -> StainQuantities:
+                       rgb: np.ndarray | None = None,
+                       threshold: float | None = None) -> StainQuantities:
     """:func:`stain_quantities` of a section view's H&E over ``bbox_px`` (x0, y0, x1, y1).
 
-    ``rgb``, if given, is that window already read at :data:`BASE_UM` as uint8.
+    ``rgb``, if given, is that window already read at :data:`BASE_UM` as uint8; ``threshold``
+    the nuclear level (by default the window's).
     """
     if rgb is None:
         rgb = view.image_at(BASE_UM, bbox_px, dtype=np.uint8)
     base_px = (bbox_px[2] - bbox_px[0]) / rgb.shape[2]
-    return stain_quantities(rgb, (bbox_px[0], bbox_px[1]), base_px, pixel_um)
+    return stain_quantities(rgb, (bbox_px[0], bbox_px[1]), base_px, pixel_um,
+                            threshold=threshold)

@@ -90,8 +90,12 @@ class GridSpec:
 
 
 def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid,
-                     spec: GridSpec):
-    """Conditioning arrays (a ``model.SectionArrays``) of a section on ``grid`` (input spots as LR)."""
+                     spec: GridSpec, cells: bool = True):
+    """Conditioning arrays (a ``model.SectionArrays``) of a section on ``grid`` (input spots as LR).
+
+    ``cells=False`` leaves out the cell-scale H&E (``cells_image`` is ``None``), which only the
+    deep network's cell attention reads.
+    """
     from ..model._patches import SectionArrays
     from ..pp._histology import tissue_mask
 
@@ -100,27 +104,55 @@ def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScal
     pixel_um = grid.pixel * view.microns_per_pixel
     he = view.image_at(pixel_um / spec.he_factor, bbox)
     he = _fit_shape(he, (grid.height * spec.he_factor, grid.width * spec.he_factor))
-    cells = view.image_at(spec.cell_um, bbox, dtype=np.uint8)
+    image = view.image_at(spec.cell_um, bbox, dtype=np.uint8) if cells else None
     tissue = tissue_mask(_block_mean(he, spec.he_factor))
-    return SectionArrays(lr=lr, lr_mask=lr_mask, he=he, cells_image=cells, tissue=tissue & near)
+    return SectionArrays(lr=lr, lr_mask=lr_mask, he=he, cells_image=image, tissue=tissue & near)
 
 
-def add_path_features(arrays, view: SectionView, grid: Grid, spec: GridSpec,
-                      radius_um: float) -> np.ndarray:
-    """Set ``arrays.features`` to the low-capacity path's inputs (``tl._histology_path``).
+def apply_path(arrays, path, view: SectionView, grid: Grid, radius_um: float,
+               descriptors: np.ndarray | None = None) -> np.ndarray:
+    """Make ``arrays.lr`` the histology path's base map (and ``arrays.target`` its residual).
 
-    The descriptors are of discs of ``radius_um`` around each grid pixel, from the cell-scale
-    H&E already in ``arrays`` when it is at the descriptors' pixel size. Returns the descriptor
-    maps, for the features of other LR lattices over the same grid.
+    The descriptors are of discs of ``radius_um`` around each grid pixel (computed unless given,
+    for the other LR lattices of a pair). Returns them.
     """
-    from ..pp._descriptors import BASE_UM
-    from ._histology_path import descriptor_maps, path_features
+    from ._histology_path import cells_of, descriptor_maps
 
-    bbox = (grid.x0, grid.y0, grid.x0 + grid.width * grid.pixel, grid.y0 + grid.height * grid.pixel)
-    rgb = arrays.cells_image if spec.cell_um == BASE_UM else None
-    d = descriptor_maps(view, grid, radius_um, rgb=rgb, bbox_px=bbox)
-    arrays.features = path_features(d, arrays.lr, view, grid)
-    return d
+    if descriptors is None:
+        descriptors = descriptor_maps(view, grid, radius_um)
+    arrays.lr = arrays.lr + path.deviation(descriptors, arrays.lr, cells_of(view, grid))
+    if arrays.target is not None:
+        arrays.target = arrays.target - arrays.lr
+    return descriptors
+
+
+def pair_grid(lr_view: SectionView, hr_view: SectionView, spec: GridSpec) -> Grid:
+    """The grid of a training pair: over the target spots, pixels set by the input's spacing."""
+    pixel = spec.pixel_fraction * lr_view.spacing_px
+    return Grid.around(hr_view.centres_px, pixel, spec.margin_spacings * lr_view.spacing_px)
+
+
+def path_rows(lr_views: list[SectionView], hr_view: SectionView, genes: list[str],
+              spec: GridSpec) -> list:
+    """The histology path's training rows (``FootprintRows``), one set per LR view.
+
+    Only footprint averages are kept, so memory is that of one pair's maps on any slide.
+    """
+    from ._histology_path import FootprintRows, cells_of, descriptor_maps
+
+    first = lr_views[0]
+    scaler = scaler_for(first, genes)
+    grid = pair_grid(first, hr_view, spec)
+    descriptors = descriptor_maps(first, grid, hr_view.spot_diameter_um / 2)
+    footprints = normalised_rows(coverage_matrix(hr_view.centres_px, hr_view.diameter_px,
+                                                 grid).tocsr())
+    z_hr = scaler.to_model(hr_view.expression(genes), disc_area_um2(hr_view))
+    rows = []
+    for view in lr_views:
+        lr = _lr_arrays(view, genes, scaler, grid)[0]
+        rows.append(FootprintRows.from_maps(descriptors, lr, cells_of(view, grid), footprints,
+                                            z_hr, _nearest(view, hr_view)))
+    return rows
 
 
 def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid):
@@ -135,25 +167,19 @@ def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, gr
 
 
 def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: list[str],
-                    spec: GridSpec, histology_path: bool = False) -> list:
-    """Training pairs: each LR view as input, the HR spots as the target.
+                    spec: GridSpec, path=None) -> list:
+    """The deep network's training pairs: each LR view as input, the HR spots as the target.
 
     The LR views are e.g. pseudo-spot lattices at different phases; the pairs share the H&E
-    arrays and the target. With ``histology_path``, each pair carries the low-capacity path's
-    inputs in ``features``, its descriptors over discs of the HR spots' radius.
+    arrays and the target. With a fitted histology ``path``, each pair's ``lr`` is the path's
+    base map and its ``target`` the residual the network learns.
     """
     from dataclasses import replace
 
-    from ._histology_path import path_features
-
     first = lr_views[0]
     scaler = scaler_for(first, genes)
-    pixel = spec.pixel_fraction * first.spacing_px
-    grid = Grid.around(hr_view.centres_px, pixel, spec.margin_spacings * first.spacing_px)
+    grid = pair_grid(first, hr_view, spec)
     base = condition_arrays(first, genes, scaler, grid, spec)
-    descriptors = None
-    if histology_path:
-        descriptors = add_path_features(base, first, grid, spec, hr_view.spot_diameter_um / 2)
     z_hr = scaler.to_model(hr_view.expression(genes), disc_area_um2(hr_view))
     # The target is known inside the HR footprints; a narrow kernel fills their pixels.
     sigma = max(hr_view.diameter_px / 2, grid.pixel / 2)
@@ -161,16 +187,13 @@ def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: li
     target, support = spread_values(z_hr, w, grid)
     base.target = target
     base.weight = np.clip(support, 0, 1)[None].astype(np.float32)
-    base.footprints = normalised_rows(coverage_matrix(hr_view.centres_px, hr_view.diameter_px,
-                                                      grid).tocsr())
-    base.spot_target = z_hr
-    base.spot_parent = _nearest(first, hr_view)
-    pairs = [base]
-    for view in lr_views[1:]:
-        lr, lr_mask, _ = _lr_arrays(view, genes, scaler, grid)
-        features = None if descriptors is None else path_features(descriptors, lr, view, grid)
-        pairs.append(replace(base, lr=lr, lr_mask=lr_mask, features=features,
-                             spot_parent=_nearest(view, hr_view)))
+    pairs = [base] + [replace(base, lr=lr, lr_mask=lr_mask) for lr, lr_mask, _ in
+                      (_lr_arrays(v, genes, scaler, grid) for v in lr_views[1:])]
+    if path is not None:
+        descriptors = None
+        for pair, view in zip(pairs, lr_views, strict=True):
+            descriptors = apply_path(pair, path, view, grid, hr_view.spot_diameter_um / 2,
+                                     descriptors)
     return pairs
 
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..io._checks import warn_if_not_counts
 from ..io._view import section_view
-from ._data import GridSpec, training_arrays
-from ._inputs import as_sdata_list, remember_model
+from ._data import GridSpec, path_rows, training_arrays
+from ._inputs import as_sdata_list, check_fit_options, remember_model
 
 #: Training budgets per preset (the network's sizes come from ``model.preset``).
 TRAINING_PRESETS = {
@@ -123,6 +123,7 @@ def fit(
                          "histology_path=True; pass deep=True to train the network alone.")
     if preset not in TRAINING_PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {list(TRAINING_PRESETS)}.")
+    check_fit_options(max_steps=max_steps, batch_size=batch_size, genes=genes)
     budget = dict(TRAINING_PRESETS[preset])
     sdatas, _ = as_sdata_list(data, image, img_key)
     kw = {"table_key": table_key, "image_key": image_key, "coordinate_system": coordinate_system}
@@ -146,16 +147,17 @@ def fit(
     spec = GridSpec()
     if pairs not in ("self", "supervised"):
         raise ValueError(f"pairs must be 'self' or 'supervised', not {pairs!r}.")
-    sections, ratio = _training_sections(sdatas, views, genes, spec,
-                                         supervised=pairs == "supervised",
-                                         histology_path=histology_path)
+    pair_views = _training_views(sdatas, views, supervised=pairs == "supervised")
     path = None
     if histology_path:
         from ._histology_path import HistologyPath
 
-        path = HistologyPath.fit(sections, ratio)
-        for sec in sections:
-            path.apply(sec)
+        rows = [r for lr_views, hr in pair_views for r in path_rows(lr_views, hr, genes, spec)]
+        ratio = float(np.median([hr.spot_diameter_um / lr_views[0].spot_diameter_um
+                                 for lr_views, hr in pair_views]))
+        path = HistologyPath.fit(rows, ratio)
+    sections = [p for lr_views, hr in pair_views
+                for p in training_arrays(lr_views, hr, genes, spec, path)] if deep else []
 
     diff_keys = {"deterministic", "schedule", "num_train_steps"}
     diff_cfg = DiffusionConfig(prediction=prediction,
@@ -182,7 +184,7 @@ def fit(
         result.ema.copy_to(model.module)
         model.module.to("cpu")
         model.history = list(result.history)
-    model.residual_sd = _residual_sd(model, sections, seed)
+    model.residual_sd = _residual_sd(model, sections, seed) if deep else path.residual_sd(rows)
     remember_model(data, model)
     remember_model(sdatas, model)
     return model
@@ -207,23 +209,18 @@ def _gene_graph(sdatas, views, genes, key, table_key) -> np.ndarray:
     return np.mean(mats, axis=0).astype(np.float32)
 
 
-def _training_sections(sdatas, views, genes, spec, supervised: bool = False,
-                       histology_path: bool = False):
-    """Training pairs of each section: (LR spots as input, finer truth as target).
+def _training_views(sdatas, views, supervised: bool = False) -> list[tuple[list, object]]:
+    """Each section's training views: (input views, the target view).
 
-    Returns the pairs and the median ratio of the target footprints' radius to the input spots'.
+    Self-supervised, the inputs are the section's spots summed into pseudo-spots and the
+    target its spots; supervised, the input is the section and the target its truth.
     """
-    sections, ratios = [], []
-    for s, v in zip(sdatas, views, strict=True):
-        make = _supervised_pair if supervised else _self_supervised_pairs
-        pairs, lr, hr = make(s, v, genes, spec, histology_path)
-        sections.extend(pairs)
-        ratios.append(hr.spot_diameter_um / lr.spot_diameter_um)
-    return sections, float(np.median(ratios))
+    make = _supervised_views if supervised else _self_supervised_views
+    return [make(s, v) for s, v in zip(sdatas, views, strict=True)]
 
 
-def _self_supervised_pairs(sdata, view, genes, spec, histology_path=False):
-    """The section's spots summed into pseudo-spots (input) -> its spots (target).
+def _self_supervised_views(sdata, view):
+    """The section's spots summed into pseudo-spots (inputs) -> its spots (target).
 
     On a square array every phase of the 2 x 2 blocks is used (4 pseudo-spot lattices), which
     multiplies what a single section teaches without inventing any count.
@@ -241,7 +238,7 @@ def _self_supervised_pairs(sdata, view, genes, spec, histology_path=False):
     if not lr_views:
         raise ValueError(f"Section {view.name!r} has too few spots ({view.n_spots}) to learn "
                          "from: at least a few dozen measured spots are needed.")
-    return training_arrays(lr_views, view, genes, spec, histology_path), lr_views[0], view
+    return lr_views, view
 
 
 def _block_phases(sdata, view):
@@ -265,7 +262,7 @@ def _block_phases(sdata, view):
                           tables={view.table_key: table})
 
 
-def _supervised_pair(sdata, view, genes, spec, histology_path=False):
+def _supervised_views(sdata, view):
     """LR spots (the view) -> the high-resolution truth in ``tables["hr_table"]``."""
     if "hr_table" not in sdata.tables:
         raise ValueError(f"pairs='supervised' needs the truth in tables['hr_table'] (section "
@@ -273,18 +270,15 @@ def _supervised_pair(sdata, view, genes, spec, histology_path=False):
     hr = section_view(sdata, table_key="hr_table", image_key=view.image_key,
                       coordinate_system=view.coordinate_system,
                       microns_per_pixel=view.microns_per_pixel)
-    return training_arrays([view], hr, genes, spec, histology_path), view, hr
+    return [view], hr
 
 
 def _residual_sd(model, sections, seed: int, max_sections: int = 8) -> list[float]:
     """Per-gene RMS error (model units) of the fitted model's mean prediction on its pairs.
 
     ``superresolve`` adds it to the spread of the samples, so that the uncertainty also covers
-    what the model gets wrong on average, not only how much its samples differ. Without the
-    deep network the prediction is the histology path's base map (a residual of 0).
+    what the model gets wrong on average, not only how much its samples differ.
     """
-    if not model.deep:
-        return _base_error(sections, max_sections)
     import torch
 
     from ..model._patches import patch_condition
@@ -314,15 +308,6 @@ def _residual_sd(model, sections, seed: int, max_sections: int = 8) -> list[floa
                 err = (x0[:, :hi, :wj] - sec.target[:, i:i + hi, j:j + wj]) ** 2
                 num += (err * wt).sum((1, 2))
                 den += float(wt.sum())
-    return np.sqrt(num / max(den, 1e-6)).astype(float).tolist()
-
-
-def _base_error(sections, max_sections: int) -> list[float]:
-    """Per-gene weighted RMS of the targets left after the base map (residual targets)."""
-    num, den = 0.0, 0.0
-    for sec in sections[:max_sections]:
-        num = num + (sec.target**2 * sec.weight).sum((1, 2))
-        den += float(sec.weight.sum())
     return np.sqrt(num / max(den, 1e-6)).astype(float).tolist()
 
 

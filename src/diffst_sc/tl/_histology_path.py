@@ -20,8 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
-from ..pp._descriptors import histology_descriptors, section_quantities, working_pixel_um
+from ..pp._descriptors import (
+    BASE_UM,
+    DESCRIPTOR_NAMES,
+    histology_descriptors,
+    nuclear_threshold,
+    section_quantities,
+    working_pixel_um,
+)
 from ..pp._grid import Grid
 from ._metrics import block_means
 from ._ridge import Ridge
@@ -38,59 +46,113 @@ FOLD_TILE = 16
 MAX_DEVIATION = 3.0
 
 
-def _cell_mean(values: np.ndarray, view, grid: Grid) -> np.ndarray:
-    """``(C, H, W)`` maps replaced by their mean over each spot's cell (the pixels nearest to it).
+def cells_of(view, grid: Grid) -> np.ndarray:
+    """``(H * W,)`` the input spot whose cell each grid pixel lies in (its nearest), or -1.
 
-    Pixels farther than one spacing from every spot form no cell and get their own value, so
-    that they deviate by nothing.
+    Pixels farther than one spacing from every spot form no cell.
     """
     from scipy.spatial import cKDTree
 
-    c, h, w = values.shape
-    flat = values.reshape(c, h * w)
     dist, nearest = cKDTree(view.centres_px).query(grid.pixel_centres(),
                                                    distance_upper_bound=view.spacing_px)
-    inside = np.isfinite(dist)
-    n = np.bincount(nearest[inside], minlength=view.n_spots).astype(np.float64)
-    out = flat.astype(np.float32, copy=True)
-    for i in range(c):
-        sums = np.bincount(nearest[inside], flat[i, inside], minlength=view.n_spots)
-        out[i, inside] = (sums / np.maximum(n, 1))[nearest[inside]]
-    return out.reshape(c, h, w)
+    return np.where(np.isfinite(dist), nearest, -1).astype(np.int64)
 
 
-def descriptor_maps(view, grid: Grid, radius_um: float, *, rgb: np.ndarray | None = None,
-                    bbox_px=None) -> np.ndarray:
+def _membership(cell_of: np.ndarray) -> sp.csr_matrix:
+    """``(H * W, n_cells)`` sparse: each pixel's cell, with columns averaging over the cell."""
+    inside = np.nonzero(cell_of >= 0)[0]
+    n = int(cell_of.max()) + 1 if inside.size else 0
+    counts = np.bincount(cell_of[inside], minlength=n).astype(np.float64)
+    vals = 1.0 / counts[cell_of[inside]]
+    return sp.csr_matrix((vals, (inside, cell_of[inside])), shape=(len(cell_of), n))
+
+
+def _deviations(values: np.ndarray, cell_of: np.ndarray) -> np.ndarray:
+    """``(C, H * W)`` values minus their mean over each pixel's cell (0 outside every cell)."""
+    m = _membership(cell_of)
+    means = (m.T @ values.T).T  # (C, n_cells)
+    out = values.astype(np.float32, copy=True)
+    inside = cell_of >= 0
+    out[:, inside] -= means[:, cell_of[inside]]
+    out[:, ~inside] = 0.0
+    return out
+
+
+def descriptor_maps(view, grid: Grid, radius_um: float, *,
+                    band_um2: float = 64e6) -> np.ndarray:
     """Histology descriptors of the disc of ``radius_um`` around every grid pixel, ``(D, H, W)``.
 
-    ``rgb`` is the H&E over ``bbox_px`` (x0, y0, x1, y1, full-resolution pixels) already read at
-    1 um per pixel as uint8, if at hand (by default the grid's extent, read from ``view``).
+    The H&E is read at 1 um per pixel, in bands of grid rows of about ``band_um2`` square
+    micrometres each (with the widest disc's reach above and below) when the section is larger,
+    so that memory is bounded by a band on any slide; a her2st section is one band. The
+    nuclear threshold is the whole section's in either case.
     """
-    if bbox_px is None:
-        bbox_px = (grid.x0, grid.y0, grid.x0 + grid.width * grid.pixel,
-                   grid.y0 + grid.height * grid.pixel)
-    q = section_quantities(view, bbox_px, working_pixel_um(radius_um, SCALES), rgb=rgb)
-    d = histology_descriptors(q, grid.pixel_centres(), radius_um, SCALES)
-    return d.T.reshape(-1, grid.height, grid.width).astype(np.float32)
+    pixel_um = working_pixel_um(radius_um, SCALES)
+    um = grid.pixel * view.microns_per_pixel  # grid pixel in micrometres
+    reach = (max(SCALES) * radius_um + 2 * pixel_um) / view.microns_per_pixel
+    x0, x1 = grid.x0, grid.x0 + grid.width * grid.pixel
+    y_top, y_end = grid.y0, grid.y0 + grid.height * grid.pixel
+    rows = max(1, int(band_um2 / (grid.width * um) / um))
+    bands = [(r0, min(grid.height, r0 + rows)) for r0 in range(0, grid.height, rows)]
+
+    def read(r0, r1):
+        y0 = max(y_top, grid.y0 + r0 * grid.pixel - reach)
+        y1 = min(y_end, grid.y0 + r1 * grid.pixel + reach)
+        return (x0, y0, x1, y1), view.image_at(BASE_UM, (x0, y0, x1, y1), dtype=np.uint8)
+
+    threshold = None  # one band: the window's own, as stain_quantities takes it
+    if len(bands) > 1:
+        threshold = nuclear_threshold(read(*b)[1] for b in bands)
+    centres = grid.pixel_centres().reshape(grid.height, grid.width, 2)
+    out = np.empty((len(SCALES) * len(DESCRIPTOR_NAMES), grid.height, grid.width), np.float32)
+    for r0, r1 in bands:
+        bbox, rgb = read(r0, r1)
+        q = section_quantities(view, bbox, pixel_um, rgb=rgb, threshold=threshold)
+        d = histology_descriptors(q, centres[r0:r1].reshape(-1, 2), radius_um, SCALES)
+        out[:, r0:r1] = d.T.reshape(-1, r1 - r0, grid.width)
+    return out
 
 
-def path_features(descriptors: np.ndarray, lr: np.ndarray, view, grid: Grid) -> np.ndarray:
-    """The path's inputs: descriptor and expression deviations from the spots, ``(D + G, H, W)``.
+@dataclass
+class FootprintRows:
+    """The path's training data from one pair: one row per target spot.
 
-    Parameters
+    Attributes
     ----------
-    descriptors
-        ``(D, H, W)`` from :func:`descriptor_maps`.
+    features
+        ``(n, F)`` the path's inputs averaged over each target footprint: descriptor deviations
+        from the input spots' cells, then the interpolated expression's deviations.
     lr
-        ``(G, H, W)`` the input spots' expression interpolated onto the grid (model units).
-    view
-        The section whose spots are the input.
-    grid
-        The model's grid over the section.
+        ``(n, G)`` the interpolated input expression averaged over each footprint.
+    target
+        ``(n, G)`` the target spots (model units).
+    parent
+        ``(n,)`` the input spot nearest to each target spot.
+    position
+        ``(n, 2)`` (row, col) of each footprint's centre on the grid, for the spatial folds.
     """
-    x = np.concatenate([descriptors - _cell_mean(descriptors, view, grid),
-                        lr - _cell_mean(lr, view, grid)])
-    return x.astype(np.float32)
+
+    features: np.ndarray
+    lr: np.ndarray
+    target: np.ndarray
+    parent: np.ndarray
+    position: np.ndarray
+
+    @classmethod
+    def from_maps(cls, descriptors: np.ndarray, lr: np.ndarray, cell_of: np.ndarray,
+                  footprints, target: np.ndarray, parent: np.ndarray) -> FootprintRows:
+        """Average the maps ``(D, H, W)``, ``(G, H, W)`` over ``footprints`` ``(n, H * W)``.
+
+        ``cell_of`` is :func:`cells_of` for the pair's input spots.
+        """
+        d, g = len(descriptors), len(lr)
+        h, w = lr.shape[1:]
+        x = np.concatenate([footprints @ _deviations(descriptors.reshape(d, -1), cell_of).T,
+                            footprints @ _deviations(lr.reshape(g, -1), cell_of).T], axis=1)
+        rows, cols = np.divmod(np.arange(h * w), w)
+        pos = np.c_[footprints @ rows, footprints @ cols]
+        return cls(x.astype(np.float32), (footprints @ lr.reshape(g, -1).T).astype(np.float32),
+                   np.asarray(target, np.float32), np.asarray(parent), pos)
 
 
 @dataclass
@@ -114,45 +176,51 @@ class HistologyPath:
     cv_error: dict | None = None
 
     @classmethod
-    def fit(cls, pairs: list, radius_ratio: float,
+    def fit(cls, rows: list[FootprintRows], radius_ratio: float,
             alphas: tuple[float, ...] = ALPHAS) -> HistologyPath:
         """Fit through the footprints of the target spots, one row per spot and pair.
 
         The map the path adds is linear in its pixel features, so its mean over a target
         footprint is the ridge applied to the features averaged over that footprint: the ridge
-        is fitted on those averages against each spot's departure from the interpolated
-        expression averaged the same way (``pairs``: ``SectionArrays`` with ``features``,
-        ``footprints``, ``spot_target`` and ``spot_parent``). Both sides are taken within each
+        is fitted on those averages (``rows``) against each spot's departure from the
+        interpolated expression averaged the same way. Both sides are taken within each
         parent: what the spots say about a parent as a whole is the measurement's to set. The
         penalty is the one of ``alphas`` with the least error on held-out tiles of spots.
         """
         xs, ys, folds = [], [], []
-        for p in pairs:
-            f, g = len(p.features), len(p.lr)
-            x = p.footprints @ p.features.reshape(f, -1).T
-            y = p.spot_target - p.footprints @ p.lr.reshape(g, -1).T
-            xs.append(x - block_means(x, p.spot_parent))
-            ys.append(y - block_means(y, p.spot_parent))
-            folds.append(_spatial_folds(p))
+        for r in rows:
+            y = r.target - r.lr
+            xs.append(r.features - block_means(r.features, r.parent))
+            ys.append(y - block_means(y, r.parent))
+            folds.append(_spatial_folds(r.position))
         x, y, fold = np.concatenate(xs), np.concatenate(ys), np.concatenate(folds)
         cv = {a: _cv_error(x, y, fold, a) for a in alphas}
         alpha = min(cv, key=cv.get)
         return cls(Ridge.fit(x, y, alpha), float(radius_ratio), float(alpha),
                    {str(a): float(e) for a, e in cv.items()})
 
-    def deviation(self, features: np.ndarray) -> np.ndarray:
-        """``(G, H, W)`` predicted deviation from the interpolated expression (model units)."""
-        f, h, w = features.shape
-        dev = self.ridge.predict(features.reshape(f, h * w).T)
-        return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION).T.reshape(-1, h, w).astype(np.float32)
+    def deviation(self, descriptors: np.ndarray, lr: np.ndarray,
+                  cell_of: np.ndarray) -> np.ndarray:
+        """``(G, H, W)`` predicted deviation from the interpolated expression (model units).
 
-    def apply(self, arrays) -> None:
-        """Make ``arrays`` (a ``SectionArrays`` with ``features``) the deep path's: ``lr`` becomes
-        the base map and ``target``, if any, the residual the network learns."""
-        arrays.lr = arrays.lr + self.deviation(arrays.features)
-        if arrays.target is not None:
-            arrays.target = arrays.target - arrays.lr
-        arrays.features = None
+        The ridge is linear and so is a cell mean: the prediction from the deviations of the
+        inputs is the deviation of the prediction from the raw maps, which needs ``G`` maps
+        of memory instead of one per input.
+        """
+        d, (g, h, w) = len(descriptors), lr.shape
+        weights = self.ridge.coef / self.ridge.x_sd[:, None]  # (F, G) on raw inputs
+        raw = (weights[:d].T.astype(np.float32) @ descriptors.reshape(d, -1)
+               + weights[d:].T.astype(np.float32) @ lr.reshape(g, -1))
+        offset = self.ridge.intercept - (self.ridge.x_mean / self.ridge.x_sd) @ self.ridge.coef
+        dev = _deviations(raw, cell_of) + offset.astype(np.float32)[:, None]
+        return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION).reshape(-1, h, w)
+
+    def residual_sd(self, rows: list[FootprintRows]) -> list[float]:
+        """Per-gene RMS error (model units) of the path's base map over its training footprints."""
+        err = np.concatenate([r.target - r.lr - np.clip(self.ridge.predict(r.features),
+                                                        -MAX_DEVIATION, MAX_DEVIATION)
+                              for r in rows])
+        return np.sqrt((err**2).mean(0)).astype(float).tolist()
 
     def radius_um(self, view) -> float:
         """Radius of the footprint the map resolves on a section with ``view``'s spots."""
@@ -170,13 +238,10 @@ class HistologyPath:
                    float(d.get("alpha", float("nan"))), d.get("cv_error"))
 
 
-def _spatial_folds(arrays) -> np.ndarray:
+def _spatial_folds(position: np.ndarray) -> np.ndarray:
     """``(n,)`` fold of each target spot: square tiles of the grid dealt round the folds."""
-    h, w = arrays.lr.shape[1:]
-    rows, cols = np.divmod(np.arange(h * w), w)
-    r = (arrays.footprints @ rows) // FOLD_TILE
-    c = (arrays.footprints @ cols) // FOLD_TILE
-    return (r.astype(int) * 7 + c.astype(int)) % N_FOLDS
+    r, c = (np.asarray(position) // FOLD_TILE).astype(int).T
+    return (r * 7 + c) % N_FOLDS
 
 
 def _cv_error(x: np.ndarray, y: np.ndarray, fold: np.ndarray, alpha: float) -> float:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..io._checks import check_new_names
 from ..io._view import SectionView, section_view
 from ..pp._grid import Grid, coverage_matrix, gaussian_weights, normalised_rows
-from ._data import add_path_features, condition_arrays, disc_area_um2, scaler_for
-from ._inputs import as_sdata_list, recall_model
+from ._data import apply_path, condition_arrays, disc_area_um2, scaler_for
+from ._inputs import as_sdata_list, resolve_model
 
 
 def superresolve(
@@ -46,7 +47,9 @@ def superresolve(
     data
         A SpatialData (or an AnnData in scanpy's layout, see ``ds.tl.fit``).
     model
-        A :class:`diffst_sc.DiffST`; by default the one last fitted on ``data``.
+        A :class:`diffst_sc.DiffST` or the folder of a saved one; by default the one last fitted
+        on ``data``, else the saved model the table records (``table.uns["diffst_model"]``,
+        written by ``model.save``).
     key_added
         Name of the new image layer (and prefix of the others).
     pixel_size_um
@@ -97,10 +100,8 @@ def superresolve(
     if len(sdatas) != 1:
         raise ValueError("superresolve takes one section at a time; loop over the list.")
     sdata = sdatas[0]
-    model = model or recall_model(data) or recall_model(sdata)
-    if model is None:
-        raise ValueError("No model given and none fitted on these data: run "
-                         "`model = ds.tl.fit(data)` first, or pass `model=`.")
+    check_new_names(key_added, sdata)
+    model = resolve_model(model, data, sdata)
     if n_samples < 1 or steps < 1:
         raise ValueError(f"n_samples and steps must be >= 1 (got {n_samples}, {steps}).")
     view = section_view(sdata, table_key=table_key, image_key=image_key,
@@ -174,11 +175,10 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     genes, spec, net = model.genes, model.grid_spec, model.module
     scaler = scaler_for(view, genes)
     grid = spec.grid_for(view)
-    arrays = condition_arrays(view, genes, scaler, grid, spec)
+    arrays = condition_arrays(view, genes, scaler, grid, spec, cells=model.deep)
     path = getattr(model, "histology_path", None)
     if path is not None:
-        add_path_features(arrays, view, grid, spec, path.radius_um(view))
-        path.apply(arrays)
+        apply_path(arrays, path, view, grid, path.radius_um(view))
     area = disc_area_um2(view)
     target = scaler.density(view.expression(genes), area)
     cov = coverage_matrix(view.centres_px, view.diameter_px, grid).tocsc()
@@ -208,18 +208,18 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
                                     disable=not progress)):
         blender.flush(i)  # rows above this tile's are reached by no later tile
         rng = np.random.default_rng([seed, n])
-        cond = patch_condition(arrays, i, j, size, model.net_config.n_cells,
-                               model.net_config.cell_size, rng)
-        cond = {k: torch.from_numpy(np.ascontiguousarray(v))[None].to(device)
-                for k, v in cond.items()}
-        base = cond["lr"] if path is not None else torch.zeros_like(cond["lr"])
-        proj = _residual(_tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device),
-                         base)
-        gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
+        proj = _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device)
         with torch.no_grad():
             if not model.deep:  # the histology path alone: its base map, projected
-                z = proj(torch.zeros((1, g, size, size), device=device)) + base
+                z = proj(torch.from_numpy(_tile(arrays.lr, i, j, size))[None].to(device))
             else:
+                cond = patch_condition(arrays, i, j, size, model.net_config.n_cells,
+                                       model.net_config.cell_size, rng)
+                cond = {k: torch.from_numpy(np.ascontiguousarray(v))[None].to(device)
+                        for k, v in cond.items()}
+                base = cond["lr"] if path is not None else torch.zeros_like(cond["lr"])
+                proj = _residual(proj, base)
+                gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
                 feats = net.encode_condition(cond).repeat(n_samples)
 
                 def fn(x, t, feats=feats):
@@ -259,6 +259,12 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         mean[sl], std[sl] = m.astype(np.float32), s.astype(np.float32)
         expressed |= (m > 0).any(0)
     return mean, std, out_grid, expressed, err_sum / max(target_sum, 1e-12)
+
+
+def _tile(a: np.ndarray, i: int, j: int, size: int) -> np.ndarray:
+    """``(C, size, size)`` window of ``a`` at (i, j), zero past its edges."""
+    w = a[:, i:i + size, j:j + size]
+    return np.pad(w, [(0, 0), (0, size - w.shape[1]), (0, size - w.shape[2])]).astype(np.float32)
 
 
 def _residual(projection, base):
