@@ -13,6 +13,7 @@ from diffst_sc.tl._histology_path import (
     _deviations,
     cells_of,
     descriptor_maps,
+    section_scale,
 )
 from diffst_sc.tl._ridge import Ridge
 
@@ -55,14 +56,24 @@ def test_deviation_equals_the_ridge_on_deviated_features(demo_view, small_grid):
     g = 5
     lr = rng.normal(size=(g, small_grid.height, small_grid.width)).astype(np.float32)
     cell_of = cells_of(demo_view, small_grid)
-    feats = np.concatenate([_deviations(d.reshape(len(d), -1), cell_of),
-                            _deviations(lr.reshape(g, -1), cell_of)]).T
-    y = feats[:, :g] * 0.0 + rng.normal(size=(len(feats), g)) * 0.01 + feats[:, -g:] * 0.05
-    path = HistologyPath(Ridge.fit(feats, y, alpha=10.0), radius_ratio=0.5)
-    expected = np.clip(path.ridge.predict(feats), -3, 3).T.reshape(g, *lr.shape[1:])
+    feats = (_deviations(d.reshape(len(d), -1), cell_of).T / section_scale(d, cell_of))
+    own = _deviations(lr.reshape(g, -1), cell_of).T
+    y = 0.5 * own + feats[:, :g] * 0.1 + rng.normal(size=own.shape) * 0.01
+    path = HistologyPath(Ridge.fit(feats, y, alpha=10.0, own=own), radius_ratio=0.5)
+    expected = np.clip(path.ridge.predict(feats, own), -3, 3).T.reshape(g, *lr.shape[1:])
     got = path.deviation(d, lr, cell_of)
     np.testing.assert_allclose(got, expected, atol=1e-3)
     # Pixels outside every spot's cell depart by the intercept only.
     outside = (cell_of < 0).reshape(lr.shape[1:])
     if outside.any():
         np.testing.assert_allclose(got[:, outside].std(1), 0, atol=1e-5)
+
+
+def test_a_path_saved_with_other_inputs_is_refused():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 2))
+    saved = HistologyPath(Ridge.fit(x, y, 1.0, own=y * 0.5), 0.5).to_dict()
+    assert HistologyPath.from_dict(saved).radius_ratio == 0.5
+    saved["inputs"] = "descriptors(0.5, 1.0, 1.5)+all-genes"
+    with pytest.raises(ValueError, match="fit the model again"):
+        HistologyPath.from_dict(saved)

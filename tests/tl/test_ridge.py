@@ -38,3 +38,25 @@ def test_round_trip_and_constant_inputs():
 def test_refuses_no_weight():
     with pytest.raises(ValueError, match="no sample"):
         Ridge.fit(np.ones((3, 1)), np.ones((3, 1)), 1.0, weight=np.zeros(3))
+
+
+def test_own_inputs_match_a_ridge_per_output():
+    """Each output's own input is one more column only that output sees (lightly penalised)."""
+    from diffst_sc.tl._ridge import OWN_ALPHA
+
+    rng = np.random.default_rng(3)
+    n, d, k = 120, 4, 3
+    x, own = rng.normal(size=(n, d)), rng.normal(size=(n, k))
+    y = x @ rng.normal(size=(d, k)) + 2.0 * own + 0.1 * rng.normal(size=(n, k))
+    r = Ridge.fit(x, y, 5.0, own=own)
+    for j in range(k):
+        a = np.c_[x, own[:, j]]
+        a = (a - a.mean(0)) / a.std(0)
+        c = np.linalg.solve(a.T @ a + np.diag([5.0] * d + [OWN_ALPHA]), a.T @ (y[:, j] - y[:, j].mean()))
+        np.testing.assert_allclose(r.coef[:, j], c[:d], rtol=1e-8)
+        np.testing.assert_allclose(r.own_coef[j], c[d], rtol=1e-8)
+    a, a_own, offset = r.linear()
+    np.testing.assert_allclose(x @ a + own * a_own + offset, r.predict(x, own), atol=1e-10)
+    np.testing.assert_allclose(Ridge.from_dict(r.to_dict()).predict(x, own), r.predict(x, own))
+    with pytest.raises(ValueError, match="own="):
+        r.predict(x)

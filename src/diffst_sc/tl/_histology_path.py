@@ -35,13 +35,16 @@ from ._metrics import block_means
 from ._ridge import Ridge
 
 #: Radii of the descriptor discs relative to the resolved footprint.
-SCALES = (0.5, 1.0, 1.5)
+SCALES = (0.5, 1.0, 2.0, 4.0)
 #: Candidate ridge penalties (on standardised inputs, one row per target spot), chosen by
 #: cross-validation over spatial folds of the target spots.
 ALPHAS = (30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 N_FOLDS = 5
 #: Side of the square tiles (grid pixels) dealt to the folds: neighbours are held out together.
 FOLD_TILE = 16
+#: What the path's ridge reads, recorded with a saved model (a model saved with other inputs
+#: cannot be applied).
+INPUTS = f"descriptors{SCALES}/section-sd+own-gene"
 #: Largest deviation (model units, standard deviations of a gene) the path may add.
 MAX_DEVIATION = 3.0
 
@@ -113,6 +116,25 @@ def descriptor_maps(view, grid: Grid, radius_um: float, *,
     return out
 
 
+def section_scale(descriptors: np.ndarray, cell_of: np.ndarray) -> np.ndarray:
+    """``(D,)`` spread of each descriptor's deviation from the cells, over the cells' pixels.
+
+    The path divides the descriptor deviations by it, so that each section's histology is
+    measured in its own units: what a section's stain or scanner shifts or stretches, the
+    model does not see (her2st, fitted across sections: wPCC 0.39 -> 0.43, see
+    ``benchmarks/results``).
+    """
+    m = _membership(cell_of)
+    inside = cell_of >= 0
+    out = np.ones(len(descriptors))
+    if not inside.any():
+        return out
+    for i, v in enumerate(descriptors.reshape(len(descriptors), -1)):
+        dev = v[inside] - (m.T @ v)[cell_of[inside]]
+        out[i] = max(float(dev.std()), 1e-8)
+    return out
+
+
 @dataclass
 class FootprintRows:
     """The path's training data from one pair: one row per target spot.
@@ -120,8 +142,11 @@ class FootprintRows:
     Attributes
     ----------
     features
-        ``(n, F)`` the path's inputs averaged over each target footprint: descriptor deviations
-        from the input spots' cells, then the interpolated expression's deviations.
+        ``(n, D)`` descriptor deviations from the input spots' cells, averaged over each target
+        footprint, in units of :func:`section_scale`.
+    own
+        ``(n, G)`` each gene's interpolated expression, its deviation from the cells averaged
+        the same way (the input only that gene's output sees).
     lr
         ``(n, G)`` the interpolated input expression averaged over each footprint.
     target
@@ -133,6 +158,7 @@ class FootprintRows:
     """
 
     features: np.ndarray
+    own: np.ndarray
     lr: np.ndarray
     target: np.ndarray
     parent: np.ndarray
@@ -147,11 +173,13 @@ class FootprintRows:
         """
         d, g = len(descriptors), len(lr)
         h, w = lr.shape[1:]
-        x = np.concatenate([footprints @ _deviations(descriptors.reshape(d, -1), cell_of).T,
-                            footprints @ _deviations(lr.reshape(g, -1), cell_of).T], axis=1)
+        x = footprints @ _deviations(descriptors.reshape(d, -1), cell_of).T
+        x = x / section_scale(descriptors, cell_of)
+        own = footprints @ _deviations(lr.reshape(g, -1), cell_of).T
         rows, cols = np.divmod(np.arange(h * w), w)
         pos = np.c_[footprints @ rows, footprints @ cols]
-        return cls(x.astype(np.float32), (footprints @ lr.reshape(g, -1).T).astype(np.float32),
+        return cls(x.astype(np.float32), own.astype(np.float32),
+                   (footprints @ lr.reshape(g, -1).T).astype(np.float32),
                    np.asarray(target, np.float32), np.asarray(parent), pos)
 
 
@@ -187,16 +215,18 @@ class HistologyPath:
         parent: what the spots say about a parent as a whole is the measurement's to set. The
         penalty is the one of ``alphas`` with the least error on held-out tiles of spots.
         """
-        xs, ys, folds = [], [], []
+        xs, owns, ys, folds = [], [], [], []
         for r in rows:
             y = r.target - r.lr
             xs.append(r.features - block_means(r.features, r.parent))
+            owns.append(r.own - block_means(r.own, r.parent))
             ys.append(y - block_means(y, r.parent))
             folds.append(_spatial_folds(r.position))
-        x, y, fold = np.concatenate(xs), np.concatenate(ys), np.concatenate(folds)
-        cv = {a: _cv_error(x, y, fold, a) for a in alphas}
+        x, own, y = np.concatenate(xs), np.concatenate(owns), np.concatenate(ys)
+        fold = np.concatenate(folds)
+        cv = {a: _cv_error(x, own, y, fold, a) for a in alphas}
         alpha = min(cv, key=cv.get)
-        return cls(Ridge.fit(x, y, alpha), float(radius_ratio), float(alpha),
+        return cls(Ridge.fit(x, y, alpha, own=own), float(radius_ratio), float(alpha),
                    {str(a): float(e) for a, e in cv.items()})
 
     def deviation(self, descriptors: np.ndarray, lr: np.ndarray,
@@ -208,16 +238,16 @@ class HistologyPath:
         of memory instead of one per input.
         """
         d, (g, h, w) = len(descriptors), lr.shape
-        weights = self.ridge.coef / self.ridge.x_sd[:, None]  # (F, G) on raw inputs
-        raw = (weights[:d].T.astype(np.float32) @ descriptors.reshape(d, -1)
-               + weights[d:].T.astype(np.float32) @ lr.reshape(g, -1))
-        offset = self.ridge.intercept - (self.ridge.x_mean / self.ridge.x_sd) @ self.ridge.coef
+        a, a_own, offset = self.ridge.linear()
+        a = a / section_scale(descriptors, cell_of)[:, None]
+        raw = (a.T.astype(np.float32) @ descriptors.reshape(d, -1)
+               + a_own.astype(np.float32)[:, None] * lr.reshape(g, -1))
         dev = _deviations(raw, cell_of) + offset.astype(np.float32)[:, None]
         return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION).reshape(-1, h, w)
 
     def residual_sd(self, rows: list[FootprintRows]) -> list[float]:
         """Per-gene RMS error (model units) of the path's base map over its training footprints."""
-        err = np.concatenate([r.target - r.lr - np.clip(self.ridge.predict(r.features),
+        err = np.concatenate([r.target - r.lr - np.clip(self.ridge.predict(r.features, r.own),
                                                         -MAX_DEVIATION, MAX_DEVIATION)
                               for r in rows])
         return np.sqrt((err**2).mean(0)).astype(float).tolist()
@@ -228,12 +258,15 @@ class HistologyPath:
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
-        return {"ridge": self.ridge.to_dict(), "radius_ratio": self.radius_ratio,
-                "alpha": self.alpha, "cv_error": self.cv_error}
+        return {"inputs": INPUTS, "ridge": self.ridge.to_dict(),
+                "radius_ratio": self.radius_ratio, "alpha": self.alpha, "cv_error": self.cv_error}
 
     @classmethod
     def from_dict(cls, d: dict) -> HistologyPath:
         """Inverse of :meth:`to_dict`."""
+        if d.get("inputs") != INPUTS:
+            raise ValueError("This model's histology path was saved by an older diffst_sc, whose "
+                             "path read other inputs; fit the model again (`ds.tl.fit`).")
         return cls(Ridge.from_dict(d["ridge"]), float(d["radius_ratio"]),
                    float(d.get("alpha", float("nan"))), d.get("cv_error"))
 
@@ -244,7 +277,8 @@ def _spatial_folds(position: np.ndarray) -> np.ndarray:
     return (r * 7 + c) % N_FOLDS
 
 
-def _cv_error(x: np.ndarray, y: np.ndarray, fold: np.ndarray, alpha: float) -> float:
+def _cv_error(x: np.ndarray, own: np.ndarray, y: np.ndarray, fold: np.ndarray,
+              alpha: float) -> float:
     """Held-out mean squared error of the ridge, each gene's target scaled to unit variance."""
     scale = np.maximum(y.std(0), 1e-8)
     err, n = 0.0, 0
@@ -252,7 +286,7 @@ def _cv_error(x: np.ndarray, y: np.ndarray, fold: np.ndarray, alpha: float) -> f
         test = fold == k
         if test.all() or not test.any():
             continue
-        r = Ridge.fit(x[~test], y[~test], alpha)
-        err += float((((r.predict(x[test]) - y[test]) / scale) ** 2).sum())
+        r = Ridge.fit(x[~test], y[~test], alpha, own=own[~test])
+        err += float((((r.predict(x[test], own[test]) - y[test]) / scale) ** 2).sum())
         n += int(test.sum()) * y.shape[1]
     return err / max(n, 1)
