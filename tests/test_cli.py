@@ -163,3 +163,37 @@ def test_a_path_that_is_not_a_zarr_store(tmp_path, model_dir, capsys):
     with pytest.raises(SystemExit):
         main(["fit", str(tmp_path / "missing.zarr"), "--model", str(tmp_path / "m")])
     assert "missing.zarr does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "want"), [
+    (["--microns-per-pixel", "0.5"], {"microns_per_pixel": 0.5, "layer": None}),
+    (["--microns-per-pixel", "0.5", "--layer", "raw"], {"microns_per_pixel": 0.5, "layer": "raw"}),
+])
+def test_pixel_size_and_layer_reach_fit_and_superresolve(store, model_dir, tmp_path, monkeypatch,
+                                                         capsys, argv, want):
+    seen = {}
+
+    def capture(name):
+        def fake(*args, **kwargs):
+            seen[name] = {k: kwargs[k] for k in want}
+            raise ValueError("stopped by the test")
+        return fake
+
+    monkeypatch.setattr(ds.tl, "fit", capture("fit"))
+    monkeypatch.setattr(ds.tl, "superresolve", capture("superresolve"))
+    assert main(["fit", store, "--model", str(tmp_path / "fitted"), *argv]) == 2
+    assert main(["superresolve", store, "--model", model_dir, "--key", "x", *argv]) == 2
+    assert seen == {"fit": want, "superresolve": want}
+    assert "stopped by the test" in capsys.readouterr().err
+
+
+def test_one_pixel_size_per_store_or_one_for_all(store, tmp_path, capsys):
+    assert main(["fit", store, "--model", str(tmp_path / "m"),
+                 "--microns-per-pixel", "1.0", "2.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--microns-per-pixel has 2 values for 1 sections" in err
+    assert "microns_per_pixel" not in err
+    with pytest.raises(SystemExit):
+        main(["superresolve", store, "--model", str(tmp_path), "--microns-per-pixel", "0"])
+    assert "--microns-per-pixel: must be a positive number, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -61,6 +61,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def _zarr_store(text: str) -> str:
     """``text`` if it names a zarr store (a folder with zarr metadata at its root)."""
     path = Path(text)
@@ -125,6 +135,14 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--coordinate-system", default=None,
                    help="coordinate system shared by the spots and the H&E (default: the only "
                    "one)")
+    f.add_argument("--microns-per-pixel", type=_positive_float, nargs="+", default=None,
+                   metavar="UM",
+                   help="size of one full-resolution H&E pixel in micrometres: one value for "
+                   "every store or one per store, in order (default: read from each store, "
+                   "else guessed from the spots with a warning)")
+    f.add_argument("--layer", default=None,
+                   help="layer of the table holding raw counts (default: 'counts' if present, "
+                   "else X)")
     f.add_argument("--checkpoint-dir", default=None,
                    help="checkpoints here with --deep; rerun with the same folder to resume")
     f.add_argument("--device", default="auto",
@@ -155,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--coordinate-system", default=None,
                    help="coordinate system shared by the spots and the H&E (default: the only "
                    "one)")
+    s.add_argument("--microns-per-pixel", type=_positive_float, default=None, metavar="UM",
+                   help="size of one full-resolution H&E pixel in micrometres, as given to "
+                   "'diffst fit' (default: read from the store, else guessed from the spots "
+                   "with a warning)")
+    s.add_argument("--layer", default=None,
+                   help="layer of the table holding raw counts (default: 'counts' if present, "
+                   "else X)")
     s.add_argument("--device", default="auto",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, ... (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0,
@@ -207,6 +232,13 @@ def _read_genes(path):
     return [g.strip() for g in Path(path).read_text().splitlines() if g.strip()]
 
 
+def _one_or_each(values: list[float] | None) -> float | list[float] | None:
+    """``--microns-per-pixel`` as ``fit`` takes it: one number for all stores, or a list."""
+    if values is None or len(values) > 1:
+        return values
+    return values[0]
+
+
 def _fit(args) -> int:
     import spatialdata as sd
 
@@ -221,6 +253,7 @@ def _fit(args) -> int:
                       n_genes=args.n_genes, deep=args.deep, preset=args.preset,
                       max_steps=args.max_steps,
                       table_key=args.table_key, coordinate_system=args.coordinate_system,
+                      layer=args.layer, microns_per_pixel=_one_or_each(args.microns_per_pixel),
                       checkpoint_dir=args.checkpoint_dir, device=args.device, seed=args.seed)
     model.save(target, overwrite=args.overwrite)
     print(f"Saved {model} to {target}")
@@ -241,7 +274,8 @@ def _superresolve(args) -> int:
     ds.tl.superresolve(sdata, model, key_added=args.key, pixel_size_um=args.pixel_size_um,
                        n_samples=args.n_samples, steps=args.steps, seed=args.seed,
                        overwrite=args.overwrite, table_key=args.table_key,
-                       coordinate_system=args.coordinate_system, device=args.device)
+                       coordinate_system=args.coordinate_system, layer=args.layer,
+                       microns_per_pixel=args.microns_per_pixel, device=args.device)
     on_disk = set(sdata.elements_paths_on_disk())
     for name in names:
         if f"images/{name}" in on_disk:  # only reached with --overwrite

@@ -78,8 +78,76 @@ def test_layer_renders_with_spatialdata_plot_where_the_values_are(fitted_c2):
     assert ok.mean() > 0.9 and r > 0.9, (ok.mean(), r)
 
 
+def test_mean_and_uncertainty_share_one_unit_and_panels_have_scale_bars(fitted_c2):
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    sdata, _ = fitted_c2
+    view = ds.io.section_view(sdata)
+    mean = np.asarray(sdata.images["diffst"].sel(c="ERBB2").values)
+    std = np.asarray(sdata.images["diffst_std"].sel(c="ERBB2").values)
+    for log1p, unit in ((True, "log1p(counts per spot footprint)"),
+                        (False, "counts per spot footprint")):
+        fig = ds.pl.superresolved(sdata, "ERBB2", log1p=log1p, show=False)
+        panels, bars = fig.axes[:4], fig.axes[4:]
+        labels = [b.get_ylabel() for b in bars]
+        assert labels == [unit, unit, f"sd, {unit}"], labels
+        shown_mean = panels[2].images[-1].get_array()
+        shown_std = panels[3].images[-1].get_array()
+        assert (shown_mean.mask == (mean == 0)).all()  # outside the tissue: not drawn
+        tissue = ~shown_mean.mask
+        want_mean = np.log1p(mean) if log1p else mean
+        want_std = std / (1 + mean) if log1p else std
+        np.testing.assert_allclose(shown_mean.data[tissue], want_mean[tissue], rtol=1e-5)
+        np.testing.assert_allclose(shown_std.data[tissue], want_std[tissue], rtol=1e-5)
+        # the spots and the mean share the colour range
+        assert panels[1].collections[0].get_clim() == panels[2].images[-1].get_clim()
+        for ax in panels:
+            (bar,) = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+            text = bar.txt_label.get_text()
+            um = float(text.split()[0]) * (1000 if text.endswith(" mm") else 1)
+            length_px = bar.size_bar.get_children()[0].get_width()
+            assert length_px * view.microns_per_pixel == pytest.approx(um)
+            span_px = abs(np.diff(ax.get_xlim())[0])
+            assert 0.1 < length_px / span_px < 0.4
+        plt.close(fig)
+
+
+def test_nan_outside_the_tissue_is_not_drawn_either(fitted_c2):
+    """Layers written with ``outside_tissue=np.nan`` plot like those with 0."""
+    from spatialdata import SpatialData
+
+    sdata, _ = fitted_c2
+    layers = {"nan": sdata.images["diffst"], "nan_std": sdata.images["diffst_std"]}
+    layers = {k: v.where(sdata.images["diffst"] > 0) for k, v in layers.items()}
+    with_nan = SpatialData(images={**sdata.images, **layers}, shapes=dict(sdata.shapes),
+                           tables=dict(sdata.tables))
+    zero = ds.pl.superresolved(sdata, "ERBB2", show=False).axes
+    nan = ds.pl.superresolved(with_nan, "ERBB2", key="nan", show=False).axes
+    for k in (2, 3):
+        a, b = zero[k].images[-1].get_array(), nan[k].images[-1].get_array()
+        assert (a.mask == b.mask).all() and b.mask.any()
+        np.testing.assert_array_equal(a.data[~a.mask], b.data[~b.mask])
+    plt.close("all")
+
+
+def test_scale_bar_lengths_are_round():
+    from diffst_sc.pl._utils import nice_length
+
+    assert nice_length(5000.0) == 1000.0
+    assert nice_length(3100.0) == 500.0
+    assert nice_length(480.0) == 100.0
+    assert nice_length(9.0) == 2.0
+    with pytest.raises(ValueError, match="positive"):
+        nice_length(0.0)
+
+
 def test_spots_overlay_draws_on_tissue(her2st_c2, tmp_path):
     fig = ds.pl.spots(her2st_c2, "ERBB2", show=False)
     ax = fig.axes[0]
     assert len(ax.collections[0].get_paths()) == her2st_c2.tables["table"].n_obs
+    assert fig.axes[1].get_ylabel() == "log1p(counts per spot footprint)"
+    plt.close("all")
+    fig = ds.pl.spots(her2st_c2, log1p=False, vmin=0, vmax=5000, show=False)
+    assert fig.axes[1].get_ylabel() == "total counts per spot"
+    assert fig.axes[0].collections[0].get_clim() == (0, 5000)
     plt.close("all")

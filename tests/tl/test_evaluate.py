@@ -92,6 +92,47 @@ def test_perfect_layer_on_c2_scores_perfectly(c2_degraded, bench_genes):
     assert len(res) == 21
 
 
+def test_nan_outside_the_tissue_scores_as_no_counts(c2_degraded, bench_genes):
+    """superresolve writes NaN outside the tissue: evaluate reads it as 0, as it read the 0s."""
+    lr = c2_degraded
+    hr, table = lr.tables["hr_table"], lr.tables["table"]
+    genes = bench_genes[:10]
+    per_spot = _counts(table, bench_genes)[hr.obs["lr_spot"].to_numpy()]
+    zero = _with_layers(lr, per_spot, 0.3 * per_spot, bench_genes)
+    nan = _with_layers(lr, per_spot, 0.3 * per_spot, bench_genes)
+    # blank every pixel farther than a spot radius from the HR centres (and a few inside
+    # footprints of the edge, so that some discs straddle the blank)
+    cs = list(lr.coordinate_systems)[0]
+    from diffst_sc.tl._readout import element_raster
+
+    raster, affine = element_raster(zero, "diffst", cs)
+    h, w = raster.shape[1:]
+    jj, ii = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    xy = np.c_[jj.ravel(), ii.ravel(), np.ones(h * w)] @ affine.T
+    view = ds.io.section_view(lr, table_key="hr_table", coordinate_system=cs)
+    d = cKDTree(hr.obsm["spatial"]).query(xy[:, :2] @ np.linalg.inv(view.image_to_cs)[:2, :2].T
+                                           + np.linalg.inv(view.image_to_cs)[:2, 2])[0]
+    blank = (d > 0.4 * view.diameter_px).reshape(h, w)
+    assert 0.3 < blank.mean() < 0.95
+    for sdata, fill in ((zero, 0.0), (nan, np.nan)):
+        for key in ("diffst", "diffst_std"):
+            values = np.asarray(sdata.images[key].values).copy()
+            values[:, blank] = fill
+            sdata.images[key] = _layer_like(sdata.images[key], values)
+    a, b = evaluate(zero, genes=genes), evaluate(nan, genes=genes)
+    np.testing.assert_allclose(b.to_numpy(float), a.to_numpy(float), equal_nan=True)
+    assert np.isfinite(b.loc["mean"].to_numpy(float)).all()
+
+
+def _layer_like(el, values):
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    return Image2DModel.parse(values, dims=("c", "y", "x"),
+                              c_coords=list(map(str, el.coords["c"].values)),
+                              transformations=get_transformation(el, get_all=True))
+
+
 def test_coverage_needs_std_layer_and_follows_its_width(c2_degraded, bench_genes):
     lr = c2_degraded
     hr, table = lr.tables["hr_table"], lr.tables["table"]

@@ -48,22 +48,33 @@ def test_layers_are_genes_over_the_he(fitted):
                       pixel_px * view.microns_per_pixel)
 
 
+def _kept(sdata):
+    """The spots not flagged as failed captures (superresolve leaves those out)."""
+    return ~sdata.tables["table"].obs["diffst_low_counts"].to_numpy()
+
+
 def test_layer_is_consistent_with_the_measured_spots(fitted):
     sdata, _ = fitted
     view = ds.io.section_view(sdata)
     got = layer_footprint_means(sdata, "diffst", view.centres_px, view.diameter_px,
                                 view.coordinate_system)
     want = view.expression(GENES)
-    rel = np.abs(got - want).sum() / want.sum()
+    kept = _kept(sdata)
+    assert kept.sum() == view.n_spots - 2  # C2's two empty spots
+    rel = np.abs(got[kept] - want[kept]).sum() / want[kept].sum()
     assert rel < 0.05, rel
     assert sdata.tables["table"].uns["diffst"]["consistency_error"] < 0.05
+    assert (got[~kept].sum(1) > 10 * want[~kept].sum(1) + 10).all()  # filled, not empty
 
 
 def test_uncertainty_is_non_negative_and_informative(fitted):
     sdata, _ = fitted
     std = np.asarray(sdata.images["diffst_std"].values)
-    assert (std >= 0).all() and std.max() > 0
-    assert np.isfinite(np.asarray(sdata.images["diffst"].values)).all()
+    mean = np.asarray(sdata.images["diffst"].values)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    tissue = mean > 0  # 0 marks the outside of the tissue, in both layers
+    assert (std[~tissue] == 0).all() and 0.2 < tissue.mean() < 0.9
+    assert (std >= 0).all() and std[tissue].max() > 0
 
 
 def test_layers_are_written_to_disk_as_tiles_are_sampled(fitted, tmp_path):
@@ -97,7 +108,12 @@ def test_finer_pixels_keep_the_spots_consistent(fitted):
     got = layer_footprint_means(sdata, "fine", view.centres_px, view.diameter_px,
                                 view.coordinate_system)
     want = view.expression(GENES)
-    assert np.abs(got - want).sum() / want.sum() < 0.1
+    kept = _kept(sdata)
+    assert np.abs(got[kept] - want[kept]).sum() / want[kept].sum() < 0.1
+    # the finer grid marks the same outside of the tissue as the native one
+    fine, native = np.asarray(layer.values), np.asarray(sdata.images["diffst"].values)
+    assert ((np.asarray(sdata.images["fine_std"].values) == 0) == (fine == 0)).all()
+    assert (fine == 0).mean() == pytest.approx((native == 0).mean(), abs=0.03)
     with pytest.raises(ValueError, match="pixel_size_um must be positive"):
         ds.tl.superresolve(sdata, model, key_added="bad", pixel_size_um=0, **SAMPLING)
 
@@ -148,6 +164,7 @@ def test_pixel_table_for_scanpy(fitted):
     ds.tl.superresolve(sdata, model, key_added="px", add_pixel_table=True, **SAMPLING)
     t = sdata.tables["px_table"]
     assert list(t.var_names) == GENES and t.n_obs > 100
+    assert np.isfinite(t.X).all()  # tissue pixels only
     assert t.obsm["spatial"].shape == (t.n_obs, 2)
     lib = t.uns["spatial"]["px"]
     assert lib["images"]["hires"].ndim == 3 and lib["scalefactors"]["tissue_hires_scalef"] <= 1

@@ -245,6 +245,27 @@ def test_footprint_means_skip_nan_and_mark_uncovered_discs():
     assert np.isnan(out[1, 0])
 
 
+def test_footprint_means_weight_valid_pixels_by_their_coverage():
+    """NaN pixels drop out with their weights; the others count by the area inside the disc."""
+    from diffst_sc.tl._readout import footprint_weights
+
+    rng = np.random.default_rng(0)
+    img = rng.uniform(1, 5, (2, 30, 30))
+    img[:, :, :14] = np.nan  # the tissue edge cuts the disc
+    centre, diameter = [[15.3, 14.6]], 11.0
+    w = footprint_weights((30, 30), np.eye(3), centre, diameter).toarray()[0]
+    values = img.reshape(2, -1)
+    valid = np.isfinite(values[0])
+    assert 0 < w[~valid].sum() < w.sum()  # the disc straddles the edge
+    want = (w[valid] * values[:, valid]).sum(1) / w[valid].sum()
+    np.testing.assert_allclose(footprint_means(img, np.eye(3), centre, diameter)[0], want)
+    as_zero = (w[valid] * values[:, valid]).sum(1) / w.sum()
+    np.testing.assert_allclose(footprint_means(img, np.eye(3), centre, diameter, nan_as=0.0)[0],
+                               as_zero)
+    # off the raster is still NaN, whatever NaN pixels read as
+    assert np.isnan(footprint_means(img, np.eye(3), [[500.0, 5.0]], diameter, nan_as=0.0)).all()
+
+
 def test_layer_footprint_means_through_spatialdata_transformation():
     from spatialdata import SpatialData
     from spatialdata.models import Image2DModel

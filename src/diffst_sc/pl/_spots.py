@@ -7,19 +7,24 @@ import numpy as np
 
 def spots(sdata, gene: str | None = None, *, table_key: str | None = None,
           coordinate_system: str | None = None, image_key: str | None = None, cmap="viridis",
+          log1p: bool = True, vmin: float | None = None, vmax: float | None = None,
           ax=None, show: bool | None = None, save=None, title: str | None = None):
-    """Draw the spots as discs of their true size over the H&E.
+    """Draw the spots as discs of their true size over the H&E, with a scale bar.
 
     Parameters
     ----------
     sdata
         A SpatialData (spots, table, H&E).
     gene
-        Colour by this gene's log1p expression; by the log1p total counts if ``None``.
+        Colour by this gene's counts; by the total counts (library size) if ``None``.
     table_key, coordinate_system, image_key
         See :func:`diffst_sc.io.section_view`.
     cmap
         Matplotlib colour map.
+    log1p
+        Colour by ``log1p`` of the counts (the default), else by the counts.
+    vmin, vmax
+        Range of the colour map, in the unit its colour bar states; the data's by default.
     ax
         Axes to draw into; a new figure if ``None``.
     show, save
@@ -40,14 +45,14 @@ def spots(sdata, gene: str | None = None, *, table_key: str | None = None,
     from matplotlib.patches import Circle
 
     from ..io import section_view
-    from ._utils import finish, he_backdrop, zoom_to
+    from ._utils import add_scale_bar, finish, he_backdrop, unit_label, zoom_to
 
     view = section_view(sdata, table_key=table_key, coordinate_system=coordinate_system,
                         image_key=image_key)
     x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
     values = (view.expression([gene])[:, 0] if gene is not None
               else np.asarray(x.sum(1)).ravel())
-    values = np.log1p(values)
+    values = np.log1p(values) if log1p else values
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 5))
@@ -56,9 +61,13 @@ def spots(sdata, gene: str | None = None, *, table_key: str | None = None,
     discs = [Circle(tuple(c), view.diameter_px / 2) for c in view.centres_px]
     coll = PatchCollection(discs, cmap=cmap, alpha=0.85, linewidth=0)
     coll.set_array(values)
+    coll.set_clim(vmin, vmax)
     ax.add_collection(coll)
-    plt.colorbar(coll, ax=ax, fraction=0.046, label=f"log1p {gene or 'total counts'}")
+    label = (unit_label(log1p) if gene is not None
+             else ("log1p(total counts per spot)" if log1p else "total counts per spot"))
+    plt.colorbar(coll, ax=ax, fraction=0.046, label=label)
     zoom_to(ax, view)
+    add_scale_bar(ax, view)
     ax.set_title(title or f"{view.name}: {gene or 'total counts'}")
     ax.set_axis_off()
     return finish(fig or ax.figure, show, save) if fig is not None else ax

@@ -7,8 +7,16 @@ import numpy as np
 
 def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
                   table_key: str | None = None, coordinate_system: str | None = None,
-                  cmap: str = "magma", show: bool | None = None, save=None):
+                  cmap: str = "magma", log1p: bool = True, show: bool | None = None, save=None):
     """Compare the measurement with the super-resolved maps and their uncertainty.
+
+    The measured spots, the mean and the uncertainty are drawn in one unit, which each colour
+    bar states: counts per spot footprint (the layers' unit: a spot-sized disc centred on a
+    pixel would measure that many counts), or their ``log1p``. In ``log1p`` the uncertainty is
+    ``std / (1 + mean)``, the standard deviation of ``log1p`` of a value with that mean and
+    standard deviation to first order. The measured spots and the mean share one colour range.
+    Pixels outside the tissue (0 or NaN in the layers, see ``ds.tl.superresolve``'s
+    ``outside_tissue``) are not drawn, so the H&E shows there; every panel has a scale bar.
 
     Parameters
     ----------
@@ -22,6 +30,8 @@ def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
         See :func:`diffst_sc.io.section_view`.
     cmap
         Colour map of the expression panels.
+    log1p
+        Draw ``log1p`` of the counts per spot footprint (the default), else the counts.
     show, save
         Show the figure / save it to this path.
 
@@ -36,8 +46,7 @@ def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
     import matplotlib.pyplot as plt
 
     from ..io import section_view
-    from ._spots import spots
-    from ._utils import finish, he_backdrop, layer_extent, zoom_to
+    from ._utils import finish, he_backdrop, layer_extent
 
     genes = [genes] if isinstance(genes, str) else list(genes)
     for k in (key, key + "_std"):
@@ -51,36 +60,71 @@ def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
     missing = [g for g in genes if g not in names]
     if missing:
         raise KeyError(f"Genes {missing} are not channels of {key!r}; it has {names[:5]}...")
-    he, he_extent = he_backdrop(view)
+    backdrop = he_backdrop(view)
     fig, axes = plt.subplots(len(genes), 4, figsize=(16, 4 * len(genes)), squeeze=False)
     for row, g in zip(axes, genes, strict=True):
-        m = np.log1p(np.asarray(mean.sel(c=g).values))
-        s = np.asarray(std.sel(c=g).values)
-        row[0].imshow(he, extent=he_extent)
-        row[0].set_title("H&E")
-        spots(sdata, g, table_key=table_key, coordinate_system=coordinate_system, ax=row[1],
-              cmap=cmap, title=f"measured {g}")
-        row[2].imshow(he, extent=he_extent)
-        vmin, vmax = _robust_range(m)
-        im = row[2].imshow(np.ma.masked_equal(m, 0), extent=extent, cmap=cmap, alpha=0.9,
-                           interpolation="nearest", vmin=vmin, vmax=vmax)
-        plt.colorbar(im, ax=row[2], fraction=0.046, label="log1p")
-        row[2].set_title(f"super-resolved {g}")
-        vmin, vmax = _robust_range(s)
-        im = row[3].imshow(np.ma.masked_equal(s, 0), extent=extent, cmap="viridis",
-                           interpolation="nearest", vmin=vmin, vmax=vmax)
-        plt.colorbar(im, ax=row[3], fraction=0.046, label="std")
-        row[3].set_title(f"uncertainty {g}")
-        for ax in row:
-            zoom_to(ax, view)
-            ax.set_axis_off()
+        m, s = shown_values(np.asarray(mean.sel(c=g).values), np.asarray(std.sel(c=g).values),
+                            log1p)
+        measured = view.expression([g])[:, 0]
+        vmin, vmax = _robust_range(np.concatenate([
+            m[np.isfinite(m)], np.log1p(measured) if log1p else measured]))
+        _row(row, sdata, view, g, m, s, extent, backdrop, (vmin, vmax),
+             table_key=table_key, coordinate_system=coordinate_system, cmap=cmap, log1p=log1p)
     fig.tight_layout()
     return finish(fig, show, save)
 
 
+def shown_values(mean: np.ndarray, std: np.ndarray, log1p: bool):
+    """The mean and uncertainty as drawn: counts per spot footprint, or ``log1p`` of them.
+
+    In ``log1p`` the uncertainty is ``std / (1 + mean)`` (first order: the derivative of
+    ``log1p`` at the mean times the standard deviation). Pixels outside the tissue (a mean of 0
+    or NaN: on the tissue the mean is positive) are NaN in both.
+    """
+    outside = ~(np.asarray(mean) > 0)
+    mean = np.where(outside, np.nan, mean)
+    std = np.where(outside, np.nan, std)
+    if not log1p:
+        return mean, std
+    return np.log1p(mean), std / (1.0 + mean)
+
+
+def _row(row, sdata, view, gene, m, s, extent, backdrop, mean_range, *, table_key,
+         coordinate_system, cmap, log1p):
+    """Draw one gene's four panels into the axes ``row``."""
+    import matplotlib.pyplot as plt
+
+    from ._spots import spots
+    from ._utils import add_scale_bar, unit_label, zoom_to
+
+    he, he_extent = backdrop
+    row[0].imshow(he, extent=he_extent)
+    row[0].set_title("H&E")
+    spots(sdata, gene, table_key=table_key, coordinate_system=coordinate_system, ax=row[1],
+          cmap=cmap, log1p=log1p, vmin=mean_range[0], vmax=mean_range[1],
+          title=f"measured {gene}")
+    row[2].imshow(he, extent=he_extent)
+    im = row[2].imshow(np.ma.masked_invalid(m), extent=extent, cmap=cmap, alpha=0.9,
+                       interpolation="nearest", vmin=mean_range[0], vmax=mean_range[1])
+    plt.colorbar(im, ax=row[2], fraction=0.046, label=unit_label(log1p))
+    row[2].set_title(f"super-resolved {gene}")
+    row[3].imshow(he, extent=he_extent, alpha=0.35)
+    vmin, vmax = _robust_range(s[np.isfinite(s)])
+    im = row[3].imshow(np.ma.masked_invalid(s), extent=extent, cmap="viridis",
+                       interpolation="nearest", vmin=vmin, vmax=vmax)
+    plt.colorbar(im, ax=row[3], fraction=0.046, label=unit_label(log1p, spread=True))
+    row[3].set_title(f"uncertainty {gene}")
+    for i, ax in enumerate(row):
+        zoom_to(ax, view)
+        if i != 1:  # the spots panel draws its own
+            add_scale_bar(ax, view)
+        ax.set_axis_off()
+
+
 def _robust_range(values: np.ndarray) -> tuple[float | None, float | None]:
-    """1st-99th percentile of the non-zero pixels, so a few edge pixels do not set the scale."""
-    v = values[values > 0]
+    """1st-99th percentile of the finite values, so a few edge pixels do not set the scale."""
+    v = values[np.isfinite(values)]
     if v.size == 0:
         return None, None
-    return float(np.percentile(v, 1)), float(np.percentile(v, 99))
+    lo, hi = float(np.percentile(v, 1)), float(np.percentile(v, 99))
+    return (lo, hi) if hi > lo else (None, None)

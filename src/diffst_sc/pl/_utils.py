@@ -40,6 +40,43 @@ def zoom_to(ax, view, pad: float = 0.5) -> None:
     ax.set_ylim(hi[1], lo[1])
 
 
+#: Unit of the layers and of the spots' counts (see ``ds.tl.superresolve``).
+UNIT = "counts per spot footprint"
+
+
+def unit_label(log1p: bool, spread: bool = False) -> str:
+    """Colour-bar label of a mean (``spread=False``) or an uncertainty, in the plots' one unit."""
+    unit = f"log1p({UNIT})" if log1p else UNIT
+    return f"sd, {unit}" if spread else unit
+
+
+def nice_length(span: float) -> float:
+    """A round length (1, 2 or 5 times a power of ten) close to a fifth of ``span``."""
+    if not span > 0:
+        raise ValueError(f"The span of a scale bar must be positive, not {span!r}.")
+    target = span / 5
+    power = 10.0 ** np.floor(np.log10(target))
+    return float(min((m * power for m in (1, 2, 5, 10)), key=lambda v: abs(np.log(v / target))))
+
+
+def add_scale_bar(ax, view) -> None:
+    """Draw a bar of a round number of micrometres just below a spatial panel, on the right.
+
+    Below the panel, it hides no tissue. The axes are in full-resolution H&E pixels; call it
+    once their limits are set.
+    """
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    x0, x1 = ax.get_xlim()
+    um = nice_length(abs(x1 - x0) * view.microns_per_pixel)
+    label = f"{um:g} µm" if um < 1000 else f"{um / 1000:g} mm"
+    bar = AnchoredSizeBar(ax.transData, um / view.microns_per_pixel, label, "upper right",
+                          pad=0.2, borderpad=0.2, sep=3, frameon=False, color="black",
+                          size_vertical=abs(x1 - x0) / 150, bbox_to_anchor=(1.0, 0.0),
+                          bbox_transform=ax.transAxes)
+    ax.add_artist(bar)
+
+
 def finish(fig, show: bool | None, save: str | Path | None):
     """Save and/or show like scanpy; return the figure when it is neither shown nor closed."""
     import matplotlib.pyplot as plt

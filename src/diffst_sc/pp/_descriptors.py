@@ -120,7 +120,7 @@ def nuclear_threshold(rgbs) -> float:
 
 
 def stain_quantities(rgb: np.ndarray, origin_px: tuple[float, float], base_px: float,
-                     pixel_um: float, strip_rows: int = 1024,
+                     pixel_um: float, strip_pixels: int = 2**22,
                      threshold: float | None = None) -> StainQuantities:
     """The per-pixel quantities of an H&E window read at :data:`BASE_UM`, in working pixels.
 
@@ -134,8 +134,9 @@ def stain_quantities(rgb: np.ndarray, origin_px: tuple[float, float], base_px: f
         One of its pixels in full-resolution H&E pixels.
     pixel_um
         Working pixel size (a multiple of :data:`BASE_UM`).
-    strip_rows
-        Rows processed at a time (bounds the memory of the float copies).
+    strip_pixels
+        About how many pixels are processed at a time (bounds the memory of the float copies,
+        about 150 bytes per pixel, on a window of any width).
     threshold
         Hematoxylin level of nuclei (:func:`nuclear_threshold`); by default the window's own.
 
@@ -146,7 +147,7 @@ def stain_quantities(rgb: np.ndarray, origin_px: tuple[float, float], base_px: f
     if rgb.ndim != 3 or rgb.shape[0] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"Expected a (3, y, x) uint8 RGB image, got {rgb.dtype} {rgb.shape}.")
     k = max(1, round(pixel_um / BASE_UM))
-    strip = max(k, strip_rows // k * k)
+    strip = max(k, strip_pixels // max(rgb.shape[2], 1) // k * k)
     # Whole working pixels: pad the window with white (the slide's background) to multiples of k.
     pad = [(0, 0), (0, -rgb.shape[1] % k), (0, -rgb.shape[2] % k)]
     rgb = np.pad(rgb, pad, constant_values=255)

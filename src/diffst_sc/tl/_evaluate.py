@@ -51,7 +51,7 @@ def evaluate(
     from above, and rescaled by the same factor; ``NaN`` without that layer), and
     ``consistency_error``, the relative error of the layer averaged over the LR spots' discs
     against their measured counts (per gene ``||m - y|| / ||y||`` over the LR spots; 0 when the
-    map integrates back exactly).
+    map integrates back exactly). NaN pixels of the layers (outside the tissue) count as 0.
 
     Parameters
     ----------
@@ -172,11 +172,17 @@ def evaluate(
 
 
 def _computed_layer(sdata, key: str, cs: str, genes: list[str]):
-    """The layer's ``genes`` as one numpy ``(g, y, x)`` array, read once, and its affine to cs."""
+    """The layer's ``genes`` as one numpy ``(g, y, x)`` array, read once, and its affine to cs.
+
+    NaN pixels (outside the tissue, see ``ds.tl.superresolve``) read as 0: where there is no
+    tissue, the layer predicts no counts, so truth there is scored against 0 and a disc that
+    straddles the tissue edge averages 0 over its part outside, as a spot there measures.
+    Discs and truth pixels off the layer's extent still read NaN (and are refused).
+    """
     raster, to_cs = element_raster(sdata, key, cs)
     data, _ = _channel_index(raster, genes)
     data = data.compute() if hasattr(data, "compute") else data
-    return np.asarray(data), to_cs
+    return np.nan_to_num(np.asarray(data), nan=0.0), to_cs
 
 
 def _coordinate_system(sdata, key: str, table_key: str, cs: str | None) -> str:

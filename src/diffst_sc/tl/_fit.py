@@ -9,6 +9,7 @@ import numpy as np
 
 from ..io._checks import warn_if_not_counts
 from ..io._view import section_view
+from ..pp._low_counts import LOW_COUNTS_KEY
 from ._data import GridSpec, path_rows, training_arrays
 from ._inputs import as_sdata_list, check_fit_options, remember_model
 
@@ -29,6 +30,9 @@ def fit(
     image_key: str | None = None,
     img_key: str | None = None,
     coordinate_system: str | None = None,
+    layer: str | None = None,
+    microns_per_pixel: float | list[float] | None = None,
+    missing_key: str | None = LOW_COUNTS_KEY,
     preset: str = "cpu-small",
     max_steps: int | None = None,
     batch_size: int | None = None,
@@ -62,6 +66,19 @@ def fit(
         How many genes to pick when ``genes`` is not given.
     table_key, image_key, img_key, coordinate_system
         Which table, image and coordinate system to use (see ``ds.io.section_view``).
+    layer
+        Layer of the table(s) holding raw counts; ``"counts"`` if present, else ``X``.
+    microns_per_pixel
+        Size of one full-resolution H&E pixel: one number for every section, or a list with one
+        per section. Read from the data when recorded (Space Ranger's scale factors,
+        ``ds.io.read_legacy_st``), else guessed from the spots with a warning. Pass the same
+        value to :func:`superresolve`.
+    missing_key
+        Boolean ``obs`` column of the spots to leave out of the training pairs (they are not
+        summed into pseudo-spots and are no targets); computed with
+        :func:`diffst_sc.pp.flag_low_count_spots` and written to the table when absent. ``None``
+        uses every spot. Self-supervised pairs only: with ``pairs="supervised"`` every spot is
+        used.
     preset
         ``"cpu-small"`` (minutes on a laptop) or ``"gpu-large"``.
     max_steps, batch_size
@@ -126,16 +143,18 @@ def fit(
     check_fit_options(max_steps=max_steps, batch_size=batch_size, genes=genes)
     budget = dict(TRAINING_PRESETS[preset])
     sdatas, _ = as_sdata_list(data, image, img_key)
-    kw = {"table_key": table_key, "image_key": image_key, "coordinate_system": coordinate_system}
-    views = [section_view(s, **kw) for s in sdatas]
+    kw = {"table_key": table_key, "image_key": image_key, "coordinate_system": coordinate_system,
+          "layer": layer}
+    views = [section_view(s, **kw, microns_per_pixel=um)
+             for s, um in zip(sdatas, _per_section(microns_per_pixel, len(sdatas)), strict=True)]
     for v in views:
         x = v.adata.X if v.layer is None else v.adata.layers[v.layer]
         from ..io._checks import check_counts
 
         warn_if_not_counts(check_counts(x), where=f"section {v.name!r}")
     if genes is None:
-        genes = pp.select_genes(sdatas if len(sdatas) > 1 else sdatas[0], n_top=n_genes,
-                                table_key=table_key)
+        tables = [_counts_table(v) for v in views]
+        genes = pp.select_genes(tables if len(tables) > 1 else tables[0], n_top=n_genes)
     genes = [str(g) for g in genes]
     for v in views:
         missing = [g for g in genes if g not in set(v.genes)]
@@ -147,7 +166,8 @@ def fit(
     spec = GridSpec()
     if pairs not in ("self", "supervised"):
         raise ValueError(f"pairs must be 'self' or 'supervised', not {pairs!r}.")
-    pair_views = _training_views(sdatas, views, supervised=pairs == "supervised")
+    pair_views = _training_views(sdatas, views, supervised=pairs == "supervised",
+                                 missing_key=missing_key)
     path = None
     if histology_path:
         from ._histology_path import HistologyPath
@@ -202,31 +222,59 @@ def _gene_graph(sdatas, views, genes, key, table_key) -> np.ndarray:
             if key in table.varp:
                 warnings.warn(f"Rebuilding table.varp[{key!r}] of section {v.name!r} for the "
                               "model's genes.", UserWarning, stacklevel=3)
-            pp.coexpression_graph(s, genes=genes, key_added=key, table_key=v.table_key)
+            pp.coexpression_graph(s, genes=genes, key_added=key, table_key=v.table_key,
+                                  layer=v.layer)
         idx = table.var_names.get_indexer(genes)
         m = table.varp[key][idx][:, idx]
         mats.append(m.toarray() if hasattr(m, "toarray") else np.asarray(m))
     return np.mean(mats, axis=0).astype(np.float32)
 
 
-def _training_views(sdatas, views, supervised: bool = False) -> list[tuple[list, object]]:
+def _training_views(sdatas, views, supervised: bool = False,
+                    missing_key: str | None = None) -> list[tuple[list, object]]:
     """Each section's training views: (input views, the target view).
 
     Self-supervised, the inputs are the section's spots summed into pseudo-spots and the
-    target its spots; supervised, the input is the section and the target its truth.
+    target its spots (without those flagged in ``obs[missing_key]``); supervised, the input is
+    the section and the target its truth.
     """
-    make = _supervised_views if supervised else _self_supervised_views
-    return [make(s, v) for s, v in zip(sdatas, views, strict=True)]
+    if supervised:
+        return [_supervised_views(s, v) for s, v in zip(sdatas, views, strict=True)]
+    return [_self_supervised_views(s, v, missing_key) for s, v in zip(sdatas, views, strict=True)]
 
 
-def _self_supervised_views(sdata, view):
+def _per_section(value, n: int) -> list:
+    """``value`` (one per section, or one for all) as a list of ``n``."""
+    if not isinstance(value, list | tuple):
+        return [value] * n
+    if len(value) != n:
+        raise ValueError(f"microns_per_pixel has {len(value)} values for {n} sections: pass "
+                         "one number for all of them or one per section, in the same order.")
+    return list(value)
+
+
+def _counts_table(view):
+    """An AnnData whose ``X`` is the view's counts (shared, not copied), for gene selection."""
+    import anndata as ad
+    import pandas as pd
+
+    x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
+    return ad.AnnData(X=x, obs=pd.DataFrame(index=view.adata.obs_names.copy()),
+                      var=pd.DataFrame(index=view.adata.var_names.copy()))
+
+
+def _self_supervised_views(sdata, view, missing_key: str | None = None):
     """The section's spots summed into pseudo-spots (inputs) -> its spots (target).
 
-    On a square array every phase of the 2 x 2 blocks is used (4 pseudo-spot lattices), which
-    multiplies what a single section teaches without inventing any count.
+    Spots flagged in ``obs[missing_key]`` are dropped first, so they are neither summed into a
+    pseudo-spot nor a target. On a square array every phase of the 2 x 2 blocks is used
+    (4 pseudo-spot lattices), which multiplies what a single section teaches without inventing
+    any count.
     """
     from .. import pp
+    from ..pp._low_counts import spots_to_skip
 
+    sdata, view = _training_section(sdata, view, ~spots_to_skip(view, missing_key))
     lr_views = []
     for shifted in _block_phases(sdata, view):
         pair = pp.degrade(shifted, table_key=view.table_key,
@@ -239,6 +287,54 @@ def _self_supervised_views(sdata, view):
         raise ValueError(f"Section {view.name!r} has too few spots ({view.n_spots}) to learn "
                          "from: at least a few dozen measured spots are needed.")
     return lr_views, view
+
+
+def _training_section(sdata, view, kept: np.ndarray):
+    """The section reduced to its ``kept`` spots, as ``pp.degrade`` should read it.
+
+    The table holds the view's counts in ``X`` (no other layer) and records the H&E pixel size,
+    so that ``pp.degrade`` reads what ``view`` reads. Returns the new SpatialData (sharing the
+    H&E) and its view.
+    """
+    import anndata as ad
+    import geopandas as gpd
+    import pandas as pd
+    from spatialdata import SpatialData
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import get_transformation
+
+    from ..io._view import SECTION_UNS_KEY, _order_like_table
+
+    if kept.sum() < 2:
+        raise ValueError(f"Section {view.name!r} has {int(kept.sum())} spots left after leaving "
+                         "out the flagged ones; check the flags, or pass missing_key=None.")
+    table = view.adata
+    attrs = dict(table.uns["spatialdata_attrs"])
+    region_key, instance_key = attrs.get("region_key") or "region", attrs.get("instance_key")
+    shapes = _order_like_table(sdata.shapes[view.shapes_key], table, instance_key,
+                               attrs.get("region_key"), view.shapes_key)
+    ids = np.arange(int(kept.sum()))
+    gdf = gpd.GeoDataFrame({c: shapes[c].to_numpy()[kept] for c in shapes.columns
+                            if c != "geometry"}, geometry=shapes.geometry.to_numpy()[kept],
+                           index=ids)
+    shapes = ShapesModel.parse(gdf, transformations=get_transformation(shapes, get_all=True))
+    x = table.X if view.layer is None else table.layers[view.layer]
+    obs = table.obs[kept].copy()
+    instance_key = instance_key or "spot_id"
+    obs[instance_key], obs[region_key] = ids, pd.Categorical([view.shapes_key] * len(ids))
+    uns = {k: v for k, v in table.uns.items() if k != "spatialdata_attrs"}
+    uns[SECTION_UNS_KEY] = {**uns.get(SECTION_UNS_KEY, {}),
+                            "microns_per_pixel": float(view.microns_per_pixel),
+                            "spot_diameter_px": float(view.diameter_px)}
+    sub = ad.AnnData(X=x[kept], obs=obs, var=table.var.copy(), uns=uns,
+                     obsm={k: np.asarray(v)[kept] for k, v in table.obsm.items()})
+    sub = TableModel.parse(sub, region=view.shapes_key, region_key=region_key,
+                           instance_key=instance_key)
+    out = SpatialData(images={view.image_key: sdata.images[view.image_key]},
+                      shapes={view.shapes_key: shapes}, tables={view.table_key: sub})
+    return out, section_view(out, table_key=view.table_key, image_key=view.image_key,
+                             coordinate_system=view.coordinate_system,
+                             microns_per_pixel=view.microns_per_pixel)
 
 
 def _block_phases(sdata, view):

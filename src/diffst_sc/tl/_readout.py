@@ -2,7 +2,9 @@
 
 Conventions (spatialdata's): a raster is ``(c, y, x)``; pixel ``(i, j)`` covers
 ``[j, j + 1) x [i, i + 1)`` in raster units, its centre at ``(j + 0.5, i + 0.5)``; a 3 x 3 affine
-on homogeneous ``(x, y, 1)`` takes raster units to a coordinate system.
+on homogeneous ``(x, y, 1)`` takes raster units to a coordinate system. The layers of
+``ds.tl.superresolve`` are NaN outside the tissue: the readouts leave NaN pixels out (their
+weights too), unless told to read them as a value (``nan_as=0.0``: no tissue, no counts).
 """
 
 from __future__ import annotations
@@ -152,12 +154,13 @@ def footprint_weights(raster_shape_yx, image_to_cs, centres_cs, diameter_cs, *,
 
 
 def footprint_means(image, image_to_cs, centres_cs, diameter_cs, *, channels=None,
-                    supersample: int | None = None) -> np.ndarray:
+                    supersample: int | None = None, nan_as: float | None = None) -> np.ndarray:
     """Mean of a ``(c, y, x)`` raster over disc footprints given in a coordinate system.
 
     The raster is computed once (only the window the discs cover); each disc's mean weights the
     pixels by the fraction of their area inside it (see :func:`footprint_weights`). Pixels with
-    NaN values are left out of the mean; a disc that covers no valid pixel gets NaN.
+    NaN values are left out of the mean, weights included (or read as ``nan_as``); a disc that
+    covers no valid pixel, or lies off the raster, gets NaN.
 
     Parameters
     ----------
@@ -175,6 +178,9 @@ def footprint_means(image, image_to_cs, centres_cs, diameter_cs, *, channels=Non
         Channel names (DataArray ``c`` coordinates) or positions to read; all by default.
     supersample : int, optional
         Sub-pixels per pixel side (automatic by default).
+    nan_as : float, optional
+        Value NaN pixels are read as (e.g. ``0.0``: outside the tissue, no counts); by default
+        they are left out.
 
     Returns
     -------
@@ -203,6 +209,8 @@ def footprint_means(image, image_to_cs, centres_cs, diameter_cs, *, channels=Non
     if x1 <= x0 or y1 <= y0:
         return np.full((len(centres), n_c), np.nan)
     values = _compute_window(image, y0, y1, x0, x1).reshape(n_c, -1).T
+    if nan_as is not None:
+        values = np.where(np.isnan(values), float(nan_as), values)
     shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], dtype=float)
     weights = footprint_weights((y1 - y0, x1 - x0), a @ shift, centres, diameter_cs,
                                 supersample=supersample)
@@ -315,7 +323,8 @@ def element_raster(sdata, key: str, coordinate_system: str) -> tuple[object, np.
 
 def layer_footprint_means(sdata, key: str, centres_cs, diameter_cs: float,
                           coordinate_system: str, *, channels=None,
-                          supersample: int | None = None) -> np.ndarray:
+                          supersample: int | None = None,
+                          nan_as: float | None = None) -> np.ndarray:
     """Mean of an image layer of a SpatialData over disc footprints (see :func:`footprint_means`).
 
     Parameters
@@ -334,6 +343,8 @@ def layer_footprint_means(sdata, key: str, centres_cs, diameter_cs: float,
         Channels (e.g. genes) to read; all by default.
     supersample : int, optional
         Sub-pixels per pixel side (automatic by default).
+    nan_as : float, optional
+        Value the layer's NaN pixels (outside the tissue) are read as; left out by default.
 
     Returns
     -------
@@ -346,4 +357,4 @@ def layer_footprint_means(sdata, key: str, centres_cs, diameter_cs: float,
     """
     raster, affine = element_raster(sdata, key, coordinate_system)
     return footprint_means(raster, affine, centres_cs, diameter_cs, channels=channels,
-                           supersample=supersample)
+                           supersample=supersample, nan_as=nan_as)

@@ -1,0 +1,82 @@
+"""``ds.pp.flag_low_count_spots``: failed captures flagged, low regions left alone."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import diffst_sc as ds
+from diffst_sc.pp._low_counts import low_count_spots, spots_to_skip
+
+
+def _lattice(n: int = 10) -> np.ndarray:
+    yy, xx = np.mgrid[:n, :n]
+    return np.c_[xx.ravel(), yy.ravel()].astype(float) * 100.0
+
+
+def test_a_spot_far_below_its_neighbours_is_flagged_a_low_region_is_not():
+    centres = _lattice()
+    totals = np.full(len(centres), 3000.0)
+    low_region = (centres[:, 0] < 300) & (centres[:, 1] < 300)  # a 3 x 3 corner of stroma
+    totals[low_region] = 600.0  # a fifth of the rest, even at the region's corner
+    failed = 55  # inside the section, neighbours at 3000
+    totals[failed] = 250.0
+    flags = low_count_spots(totals, centres)
+    assert np.nonzero(flags)[0].tolist() == [failed]
+    # just above the threshold, not flagged
+    totals[failed] = 0.11 * 3000
+    assert not low_count_spots(totals, centres).any()
+
+
+def test_demo_section_flags_its_two_empty_spots_and_records_them():
+    sdata = ds.datasets.her2st_demo()
+    assert ds.pp.flag_low_count_spots(sdata) is None
+    table = sdata.tables["table"]
+    flagged = table.obs_names[table.obs["diffst_low_counts"].to_numpy()].tolist()
+    assert flagged == ["18x20", "23x27"]  # 0 and 40 counts, neighbours in the thousands
+    totals = np.asarray(table.layers["counts"].sum(1)).ravel()
+    assert totals[table.obs["diffst_low_counts"].to_numpy()].max() <= 40
+    record = table.uns["diffst_low_counts"]
+    assert record == {"n_flagged": 2, "n_spots": 187, "fraction": 0.1, "n_neighbors": 6,
+                      "layer": "counts"}
+    ds.pp.flag_low_count_spots(sdata, fraction=0.5, key_added="below_half")
+    assert table.uns["below_half"]["n_flagged"] > 2
+    assert table.obs["below_half"].dtype == bool
+
+
+def test_anndata_with_spatial_coordinates():
+    centres = _lattice(6)
+    counts = np.full((len(centres), 3), 1000.0)
+    counts[14] = 1.0
+    adata = ad.AnnData(X=counts, obs=pd.DataFrame(index=[f"s{i}" for i in range(len(centres))]))
+    adata.obsm["spatial"] = centres
+    ds.pp.flag_low_count_spots(adata, key_added="low")
+    assert adata.obs_names[adata.obs["low"].to_numpy()].tolist() == ["s14"]
+    assert adata.uns["low"]["layer"] == "X"
+    del adata.obsm["spatial"]
+    with pytest.raises(KeyError, match="obsm\\['spatial'\\]"):
+        ds.pp.flag_low_count_spots(adata)
+
+
+@pytest.mark.parametrize(("kw", "match"), [({"fraction": 0}, "between 0 and 1"),
+                                           ({"fraction": 1.5}, "between 0 and 1"),
+                                           ({"n_neighbors": 0}, "positive whole number"),
+                                           ({"layer": "raw"}, "No layer 'raw'")])
+def test_bad_rules_are_refused(kw, match):
+    with pytest.raises((ValueError, KeyError), match=match):
+        ds.pp.flag_low_count_spots(ds.datasets.her2st_demo(), **kw)
+
+
+def test_spots_to_skip_reads_the_column_or_computes_it():
+    sdata = ds.datasets.her2st_demo()
+    view = ds.io.section_view(sdata)
+    table = sdata.tables["table"]
+    assert not spots_to_skip(view, None).any()
+    flags = spots_to_skip(view, "diffst_low_counts")  # absent: computed and written
+    assert flags.sum() == 2 and table.obs["diffst_low_counts"].sum() == 2
+    table.obs["mine"] = False
+    table.obs.loc["10x21", "mine"] = True  # a hand-made column is used as it is
+    assert table.obs_names[spots_to_skip(view, "mine")].tolist() == ["10x21"]
+    table.obs["words"] = "no"
+    with pytest.raises(ValueError, match="must be boolean.*missing_key=None"):
+        spots_to_skip(view, "words")
