@@ -235,7 +235,9 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         apply_path(arrays, path, measured, grid, path.radius_um(measured))
     area = disc_area_um2(view)
     target = scaler.density(measured.expression(genes), area)
-    cov = coverage_matrix(measured.centres_px, measured.diameter_px, grid).tocsc()
+    # Every spot's footprint on the grid, once; the constraint uses the measured spots' rows.
+    cov_all = coverage_matrix(view.centres_px, view.diameter_px, grid).tocsr()
+    cov = (cov_all if measured is view else cov_all[~np.asarray(missing, bool)]).tocsc()
     spread = _spread(measured.centres_px, view.spacing_px, grid)
 
     mult = 2 ** (len(model.net_config.channel_mult) - 1) * 4
@@ -285,7 +287,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         blender.add(i, j, lin.mean(0), (lin**2).mean(0), win)
     blender.flush(h)
 
-    keep = arrays.tissue | _footprint_pixels(view, grid)
+    keep = arrays.tissue | (np.asarray(cov_all.sum(0)).reshape(h, w) > 0)
     del arrays
     counts_target = target * scaler.counts_per_unit(area)
     out_grid = grid if pixel_px is None else _finer_grid(grid, pixel_px)
@@ -298,6 +300,8 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     c = normalised_rows(cov.tocsr())
     floor = _density_floor(counts_target)
     step = gene_chunk(g, max(h * w, out_grid.height * out_grid.width))
+    # What of each output pixel lies on the tissue: the same for every gene, computed once.
+    inside = None if pixel_px is None else _interpolate(keep[None].astype(np.float64), out_grid)
     for g0 in range(0, g, step):
         sl = slice(g0, min(g, g0 + step))
         m, s, err = _project_global(raw_mean[sl].astype(np.float64),
@@ -308,7 +312,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         rsd = None if model.residual_sd is None else np.asarray(model.residual_sd)[sl]
         s = _with_model_error(m, s, rsd, scaler.sd[sl], scaler.counts_per_unit(area))
         if pixel_px is not None:
-            m, s = _resize(m, keep, out_grid), _resize(s, keep, out_grid)
+            m, s = _resize(m, keep, inside, out_grid), _resize(s, keep, inside, out_grid)
         else:
             m, s = np.where(keep, m, np.nan), np.where(keep, s, np.nan)
         expressed |= (m > 0).any(0)
@@ -331,12 +335,6 @@ def _without(view: SectionView, missing) -> SectionView:
                          "measured spots. Check the flags, or pass missing_key=None to use "
                          "every spot.")
     return replace(view, adata=view.adata[kept], centres_px=view.centres_px[kept])
-
-
-def _footprint_pixels(view: SectionView, grid: Grid) -> np.ndarray:
-    """``(H, W)`` bool: the grid pixels inside any spot's footprint."""
-    cov = coverage_matrix(view.centres_px, view.diameter_px, grid)
-    return np.asarray(cov.sum(0)).reshape(grid.height, grid.width) > 0
 
 
 def _tile(a: np.ndarray, i: int, j: int, size: int) -> np.ndarray:
@@ -433,21 +431,22 @@ def _finer_grid(grid: Grid, pixel_px: float) -> Grid:
                 max(1, round(grid.width * grid.pixel / pixel_px)))
 
 
-def _resize(maps: np.ndarray, keep: np.ndarray, grid: Grid) -> np.ndarray:
-    """``(G, h, w)`` maps interpolated onto ``grid`` from the pixels in ``keep``, NaN elsewhere.
-
-    Bilinear, anti-aliased when shrinking, and normalised by the interpolated ``keep`` so that
-    the tissue edge is not darkened by the pixels outside it; an output pixel is NaN where less
-    than half of what it is interpolated from lies in ``keep``.
-    """
+def _interpolate(a: np.ndarray, grid: Grid) -> np.ndarray:
+    """``(C, h, w)`` interpolated onto ``grid`` (bilinear, anti-aliased when shrinking)."""
     from skimage.transform import resize
 
-    def interpolate(a):
-        return resize(a, (a.shape[0], grid.height, grid.width), order=1, preserve_range=True,
-                      anti_aliasing=True)
+    return resize(a, (a.shape[0], grid.height, grid.width), order=1, preserve_range=True,
+                  anti_aliasing=True)
 
-    inside = interpolate(keep[None].astype(np.float64))
-    values = interpolate(np.where(keep, maps, 0.0))
+
+def _resize(maps: np.ndarray, keep: np.ndarray, inside: np.ndarray, grid: Grid) -> np.ndarray:
+    """``(G, h, w)`` maps interpolated onto ``grid`` from the pixels in ``keep``, NaN elsewhere.
+
+    Normalised by ``inside``, ``keep`` interpolated onto ``grid``, so that the tissue edge is
+    not darkened by the pixels outside it; an output pixel is NaN where less than half of what
+    it is interpolated from lies in ``keep``.
+    """
+    values = _interpolate(np.where(keep, maps, 0.0), grid)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(inside >= 0.5, values / inside, np.nan)
 
