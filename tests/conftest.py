@@ -1,14 +1,24 @@
-"""Shared fixtures: the real datasets in ../shared/data (see its README.md), skipped if absent."""
+"""Shared fixtures: the real datasets in ../shared/data (see its README.md), skipped if absent.
+
+Tests that her2st section C2 can serve take ``her2st_c2_or_demo``: the full section from
+../shared/data when it is there, else the copy shipped inside the package
+(``ds.datasets.her2st_demo()``: the same 187 spots, 500 genes, the H&E at half size), so that
+they run in a clone that has no ../shared. Tests that need the full section's numbers, or the
+other datasets, take the fixtures that skip.
+"""
 
 from __future__ import annotations
 
 import warnings
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 
 #: ../shared/data relative to the repository root.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The files of ``ds.datasets.her2st_demo()``, inside the installed package.
+DEMO_C2 = Path(str(files("diffst_sc.datasets") / "data" / "her2st_c2"))
 
 
 def _require(path: Path) -> Path:
@@ -46,6 +56,27 @@ def her2st_c2(her2st_dir):
 
 
 @pytest.fixture(scope="session")
+def her2st_c2_or_demo_dir() -> Path:
+    """Folder of her2st C2: ``../shared/data/her2st/C2`` if present, else the embedded demo's."""
+    full = SHARED_DATA / "her2st" / "C2"
+    return full if full.exists() else DEMO_C2
+
+
+@pytest.fixture(scope="session")
+def her2st_c2_or_demo(her2st_c2_or_demo_dir, request):
+    """her2st C2: the ``her2st_c2`` fixture, or ``ds.datasets.her2st_demo()`` without ../shared.
+
+    Shared by the tests: copy it before changing it. Its coordinate system is named after the
+    section, ``"C2"`` or ``"her2st_c2"``, so tests take it from the data, not from a literal.
+    """
+    import diffst_sc as ds
+
+    if her2st_c2_or_demo_dir == DEMO_C2:
+        return ds.datasets.her2st_demo()
+    return request.getfixturevalue("her2st_c2")
+
+
+@pytest.fixture(scope="session")
 def visium_tiny_dir(shared_data) -> Path:
     """A tiny Space Ranger output folder (100 spots x 100 genes, human heart)."""
     return _require(shared_data / "visium_tiny")
@@ -80,13 +111,13 @@ SAMPLING = {"n_samples": 2, "steps": 3, "progress": False}
 
 
 @pytest.fixture(scope="session")
-def fitted_c2(her2st_c2):
-    """A copy of her2st C2 with a model fitted on a tiny budget and layer ``"diffst"`` written."""
+def fitted_c2(her2st_c2_or_demo):
+    """A copy of her2st C2 (or its demo) with a model fitted on a tiny budget and ``"diffst"``."""
     import copy
 
     import diffst_sc as ds
 
-    sdata = copy.deepcopy(her2st_c2)
+    sdata = copy.deepcopy(her2st_c2_or_demo)
     model = ds.tl.fit(sdata, genes=FIT_GENES, **FIT_BUDGET)
     ds.tl.superresolve(sdata, **SAMPLING)
     return sdata, model

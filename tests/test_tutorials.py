@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-#: Each tutorial and the datasets (under ../shared/data) it reads.
+#: Each tutorial and the datasets (under ../shared/data) it reads; the quick start reads the
+#: section shipped with the package, so it runs in any clone.
 NOTEBOOKS = {
-    "quickstart.ipynb": ["her2st/C2"],
+    "quickstart.ipynb": [],
     "own_visium_data.ipynb": ["visium_tiny", "visium_mouse_brain_crop"],
     "xenium_benchmark.ipynb": ["xenium_breast_crop/xenium_sp_subset.zarr"],
 }
@@ -81,6 +82,26 @@ def test_outputs_hold_no_paths_of_this_machine(name):
     machine = {ROOT, ROOT.parent, Path(sys.prefix), Path.home()}
     for path in sorted(str(p) + "/" for p in machine if p.parent != p):  # not the root "/"
         assert path not in output, f"{name}: the outputs hold {path}"
+
+
+def test_quickstart_needs_no_data_beside_the_package():
+    # a fresh clone has no ../shared: the quick start reads the section shipped in the package
+    source = "\n".join(c.source for c in _code_cells(_read("quickstart.ipynb")))
+    assert "ds.datasets.her2st_demo()" in source
+    assert "shared" not in source
+
+
+@pytest.mark.parametrize("name", sorted(n for n, data in NOTEBOOKS.items() if data))
+def test_missing_data_is_said_in_the_first_cell(name, tmp_path, monkeypatch):
+    """Without its data, a tutorial stops in its first code cell and says where to get them."""
+    setup = _code_cells(_read(name))[0].source
+    for dataset in NOTEBOOKS[name]:
+        assert dataset.split("/")[0] in setup, f"{name} does not say where to get {dataset}"
+    tutorials = tmp_path / "clone" / "tutorials"  # with no shared/data two folders up
+    tutorials.mkdir(parents=True)
+    monkeypatch.chdir(tutorials)
+    with pytest.raises(FileNotFoundError, match="see the comment above DATA"):
+        exec(compile(setup, name, "exec"), {})
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -56,14 +57,14 @@ def test_non_integer_values_warn(tiny):
         ds.pp.select_genes(tiny, n_top=5)
 
 
-def test_no_genes_in_common(her2st_c2):
+def test_no_genes_in_common(her2st_c2_or_demo):
     with pytest.raises(KeyError, match=r"None of the 2 requested genes.*'Gapdh'"):
-        ds.pp.select_genes(her2st_c2, genes=["Gapdh", "Actb"])
+        ds.pp.select_genes(her2st_c2_or_demo, genes=["Gapdh", "Actb"])
 
 
-def test_some_genes_missing(her2st_c2):
+def test_some_genes_missing(her2st_c2_or_demo):
     with pytest.raises(KeyError, match=r"1 of the 3 requested genes are not in the table.*NOTAGENE"):
-        ds.pp.select_genes(her2st_c2, genes=["ERBB2", "NOTAGENE", "GRB7"])
+        ds.pp.select_genes(her2st_c2_or_demo, genes=["ERBB2", "NOTAGENE", "GRB7"])
 
 
 def test_empty_table(tiny):
@@ -82,12 +83,58 @@ def test_image_of_the_wrong_shape(tiny):
 
 def test_image_with_the_wrong_channel_count(xenium_sdata):
     # the DAPI morphology image is no H&E: one channel
-    with pytest.raises(ValueError, match=r"'morphology_mip' has 1 channels"):
+    with pytest.raises(ValueError, match=r"'morphology_mip' has 1 channel \[.*pass the RGB H&E"):
         ds.io.section_view(xenium_sdata, image_key="morphology_mip")
 
 
-def test_unknown_coordinate_system(her2st_c2):
-    with pytest.raises(ValueError, match=r"Unknown coordinate system 'aligned'.*\['C2'\]"):
-        ds.io.section_view(her2st_c2, coordinate_system="aligned")
+def test_unknown_coordinate_system(her2st_c2_or_demo):
+    from spatialdata.transformations import get_transformation
+
+    # the message lists the systems the spots are in: one, named after the section
+    known = list(get_transformation(her2st_c2_or_demo.shapes["spots"], get_all=True))
+    assert len(known) == 1
+    with pytest.raises(ValueError,
+                       match=r"Unknown coordinate system 'aligned'.*" + re.escape(str(known))):
+        ds.io.section_view(her2st_c2_or_demo, coordinate_system="aligned")
     with pytest.raises(ValueError, match=r"Unknown coordinate system 'aligned'"):
-        ds.pp.degrade(her2st_c2, coordinate_system="aligned")
+        ds.pp.degrade(her2st_c2_or_demo, coordinate_system="aligned")
+
+
+def _with_two_channel_image(sdata, keep_he: bool):
+    """``sdata`` with a 2-channel image "two" placed like its H&E (and the H&E dropped if asked)."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    placed = get_transformation(sdata.images["he"], get_all=True)
+    sdata.images["two"] = Image2DModel.parse(np.zeros((2, 64, 64), np.uint8), dims=("c", "y", "x"),
+                                             c_coords=["c0", "c1"], transformations=placed)
+    if not keep_he:
+        del sdata.images["he"]
+    return sdata
+
+
+@pytest.mark.parametrize(("keep_he", "fix"), [
+    (True, r"pass the RGB H&E element's name as `image_key=` \(RGB images here: \['he'\]\)"),
+    (False, r"add the RGB H&E as an image element and pass its name as `image_key=`"),
+])
+def test_a_named_image_that_is_not_rgb_says_so(keep_he, fix):
+    sdata = _with_two_channel_image(ds.datasets.her2st_demo(), keep_he)
+    with pytest.raises(ValueError, match=r"Image 'two' has 2 channels \['c0', 'c1'\] \(shape "
+                       r"\(2, 64, 64\), \(c, y, x\)\), but an RGB H&E has 3 channels, or 4 with "
+                       r"alpha; " + fix):
+        ds.io.section_view(sdata, image_key="two")
+
+
+def test_no_rgb_image_lists_the_images_and_their_channels():
+    sdata = _with_two_channel_image(ds.datasets.her2st_demo(), keep_he=False)
+    with pytest.raises(ValueError, match=r"No RGB H&E image .*images: 'two' \(2 channels\)"):
+        ds.io.section_view(sdata)
+
+
+def test_duplicated_gene_names_are_named_when_expression_is_read():
+    view = ds.io.section_view(ds.datasets.her2st_demo())
+    names = list(view.adata.var_names)
+    names[1] = names[0]
+    view.adata.var_names = names
+    with pytest.raises(ValueError, match=rf"1 duplicated gene name\(s\): \['{names[0]}'\]"):
+        view.expression(["ERBB2"])

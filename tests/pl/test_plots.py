@@ -1,4 +1,4 @@
-"""Plots: checked by what they draw, not only that they run."""
+"""Plots: checked by what they draw, not only that they run (on her2st C2 or its demo copy)."""
 
 import matplotlib
 
@@ -141,13 +141,14 @@ def test_scale_bar_lengths_are_round():
         nice_length(0.0)
 
 
-def test_spots_overlay_draws_on_tissue(her2st_c2, tmp_path):
-    fig = ds.pl.spots(her2st_c2, "ERBB2", show=False)
+def test_spots_overlay_draws_on_tissue(her2st_c2_or_demo, tmp_path):
+    sdata = her2st_c2_or_demo
+    fig = ds.pl.spots(sdata, "ERBB2", show=False)
     ax = fig.axes[0]
-    assert len(ax.collections[0].get_paths()) == her2st_c2.tables["table"].n_obs
+    assert len(ax.collections[0].get_paths()) == sdata.tables["table"].n_obs
     assert fig.axes[1].get_ylabel() == "log1p(counts per spot footprint)"
     plt.close("all")
-    fig = ds.pl.spots(her2st_c2, log1p=False, vmin=0, vmax=5000, show=False)
+    fig = ds.pl.spots(sdata, log1p=False, vmin=0, vmax=5000, show=False)
     assert fig.axes[1].get_ylabel() == "total counts per spot"
     assert fig.axes[0].collections[0].get_clim() == (0, 5000)
     plt.close("all")

@@ -1,4 +1,8 @@
-"""LR/HR pairs from real data: her2st C2 (square), Visium (hex), the Xenium crop (transcripts)."""
+"""LR/HR pairs from real data: her2st C2 (square), Visium (hex), the Xenium crop (transcripts).
+
+The square tests run on the full C2 from ../shared/data, or on the demo copy of it shipped with
+the package (same spots, fewer genes, H&E at half size) where that is absent.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,12 @@ from diffst_sc.io._view import _affine
 
 
 @pytest.fixture(scope="module")
-def c2_lr(her2st_c2):
-    return ds.pp.degrade(her2st_c2, mode="square", factor=2)
+def c2_lr(her2st_c2_or_demo):
+    return ds.pp.degrade(her2st_c2_or_demo, mode="square", factor=2)
 
 
-def test_square_blocks_are_the_benchmark_rule(c2_lr, her2st_c2, her2st_dir):
-    spots = pd.read_csv(her2st_dir / "C2" / "spots.tsv", sep="\t")
+def test_square_blocks_are_the_benchmark_rule(c2_lr, her2st_c2_or_demo_dir):
+    spots = pd.read_csv(her2st_c2_or_demo_dir / "spots.tsv", sep="\t")
     spots = spots[spots["selected"] == 1]
     blocks = spots.groupby([spots["x"] // 2, spots["y"] // 2])
     lr = c2_lr.tables["table"]
@@ -37,7 +41,7 @@ def test_square_blocks_are_the_benchmark_rule(c2_lr, her2st_c2, her2st_dir):
     assert lr.uns["diffst_degrade"]["mode"] == "square"
 
 
-def test_square_lr_totals_equal_hr_totals_per_block(c2_lr, her2st_c2):
+def test_square_lr_totals_equal_hr_totals_per_block(c2_lr, her2st_c2_or_demo):
     lr, hr = c2_lr.tables["table"], c2_lr.tables["hr_table"]
     assert hr.n_obs == 187 and list(hr.var_names) == list(lr.var_names)
     x_hr = hr.layers["counts"].toarray().astype(np.float64)
@@ -53,40 +57,42 @@ def test_square_lr_totals_equal_hr_totals_per_block(c2_lr, her2st_c2):
     np.testing.assert_array_equal(lr.obs["array_row"].to_numpy()[par], rows)
     np.testing.assert_array_equal(lr.obs["array_col"].to_numpy()[par], cols)
     # the HR truth is the measured data itself
-    src = her2st_c2.tables["table"]
+    src = her2st_c2_or_demo.tables["table"]
     assert (hr.layers["counts"] != src.layers["counts"]).nnz == 0
 
 
-def test_square_result_is_a_section(c2_lr, her2st_c2):
+def test_square_result_is_a_section(c2_lr, her2st_c2_or_demo):
     view = ds.io.section_view(c2_lr)
-    src = ds.io.section_view(her2st_c2)
-    assert view.n_spots == 56 and view.coordinate_system == "C2"
+    src = ds.io.section_view(her2st_c2_or_demo)
+    assert view.n_spots == 56 and view.coordinate_system == src.coordinate_system
     assert view.microns_per_pixel == pytest.approx(src.microns_per_pixel)
     assert view.spot_diameter_um == pytest.approx(200.0)
     assert view.diameter_px == pytest.approx(2 * src.diameter_px)
     meta = c2_lr.tables["table"].uns["diffst_section"]
     assert meta["spot_spacing_um"] == pytest.approx(400.0)
     # same H&E, same placement
-    assert c2_lr.images["he"]["scale0"]["image"].shape == her2st_c2.images["he"]["scale0"][
-        "image"].shape
+    assert c2_lr.images["he"]["scale0"]["image"].shape == her2st_c2_or_demo.images["he"][
+        "scale0"]["image"].shape
     np.testing.assert_array_equal(view.image_to_cs, src.image_to_cs)
     hr_view = ds.io.section_view(c2_lr, table_key="hr_table")
     np.testing.assert_allclose(hr_view.centres_px, src.centres_px)
 
 
-def test_degrade_leaves_the_input_alone(her2st_c2):
+def test_degrade_leaves_the_input_alone(her2st_c2_or_demo):
     from spatialdata.transformations import Scale, set_transformation
 
-    table = her2st_c2.tables["table"]
+    src = her2st_c2_or_demo
+    cs = ds.io.section_view(src).coordinate_system
+    table = src.tables["table"]
     n_obs, keys = table.n_obs, set(table.obs.columns)
-    lr = ds.pp.degrade(her2st_c2, genes=["ERBB2", "GRB7", "IGKC"])
+    lr = ds.pp.degrade(src, genes=["ERBB2", "GRB7", "IGKC"])
     assert list(lr.tables["table"].var_names) == ["ERBB2", "GRB7", "IGKC"]
     assert table.n_obs == n_obs and set(table.obs.columns) == keys
-    assert set(her2st_c2.tables) == {"table"} and set(her2st_c2.shapes) == {"spots"}
-    set_transformation(lr.images["he"], Scale([2.0, 2.0], axes=("x", "y")), "C2")
-    set_transformation(lr.shapes["hr_spots"], Scale([2.0, 2.0], axes=("x", "y")), "C2")
-    assert np.allclose(_affine(get_transformation(her2st_c2.images["he"], "C2")), np.eye(3))
-    assert np.allclose(_affine(get_transformation(her2st_c2.shapes["spots"], "C2")), np.eye(3))
+    assert set(src.tables) == {"table"} and set(src.shapes) == {"spots"}
+    set_transformation(lr.images["he"], Scale([2.0, 2.0], axes=("x", "y")), cs)
+    set_transformation(lr.shapes["hr_spots"], Scale([2.0, 2.0], axes=("x", "y")), cs)
+    assert np.allclose(_affine(get_transformation(src.images["he"], cs)), np.eye(3))
+    assert np.allclose(_affine(get_transformation(src.shapes["spots"], cs)), np.eye(3))
 
 
 def test_hex_on_visium(visium_tiny_dir):

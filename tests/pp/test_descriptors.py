@@ -51,10 +51,10 @@ def test_rejects_a_float_image():
         stain_quantities(np.zeros((3, 10, 10), np.float32), (0, 0), 1.0, 1.0)
 
 
-def test_real_spots_differ_and_scales_stack(her2st_c2):
+def test_real_spots_differ_and_scales_stack(her2st_c2_or_demo):
     import diffst_sc as ds
 
-    view = ds.io.section_view(her2st_c2)
+    view = ds.io.section_view(her2st_c2_or_demo)
     c = view.centres_px[:40]
     m = view.spacing_px
     bbox = (c[:, 0].min() - m, c[:, 1].min() - m, c[:, 0].max() + m, c[:, 1].max() + m)

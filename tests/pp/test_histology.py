@@ -8,8 +8,8 @@ from diffst_sc.pp._histology import resample_image
 
 
 @pytest.fixture(scope="module")
-def c2_levels(her2st_c2):
-    view = ds.io.section_view(her2st_c2)
+def c2_levels(her2st_c2_or_demo):
+    view = ds.io.section_view(her2st_c2_or_demo)
     return view.image_scales or [view.image], view.microns_per_pixel
 
 

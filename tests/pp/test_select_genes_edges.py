@@ -42,3 +42,21 @@ def test_the_nan_hint_names_the_layer_that_holds_the_nan(table):
     fill = r"`adata\.layers\['counts'\] = np\.nan_to_num\(adata\.layers\['counts'\]\)`"
     with pytest.raises(ValueError, match=r"1 NaN or infinite values.*" + fill):
         ds.pp.select_genes(table, n_top=5)
+
+
+def test_sections_are_named_as_fit_names_them():
+    # fit names a section after its coordinate system (SectionView.name); so does select_genes
+    first, second = ds.datasets.her2st_demo(), ds.datasets.her2st_demo()
+    second.rename_coordinate_systems({"her2st_c2": "C2_copy"})
+    assert ds.io.section_view(second).name == "C2_copy"
+    second.tables["table"] = second.tables["table"][:, 1:].copy()  # loses its first gene
+    lost = str(first.tables["table"].var_names[0])
+    with pytest.raises(KeyError, match=rf"not in the table of section 'C2_copy': \['{lost}'\]"):
+        ds.pp.select_genes([first, second], genes=[lost, "ERBB2"])
+    counts = first.tables["table"].layers["counts"].astype(np.float32)
+    counts.data[7] = np.nan
+    first.tables["table"].layers["counts"] = counts
+    with pytest.raises(ValueError, match=r"Expression in section 'her2st_c2' has 1 NaN"):
+        ds.pp.select_genes([first, second], n_top=5)
+    with pytest.raises(ValueError, match=r"Expression in section 'her2st_c2' has 1 NaN"):
+        ds.pp.select_genes(first, n_top=5)

@@ -57,3 +57,29 @@ def test_superresolve_refuses_a_name_that_differs_only_in_case(demo, model):
 def test_the_name_is_checked_before_the_model_is_looked_for(demo):
     with pytest.raises(ValueError, match=r"key_added='my map'"):
         ds.tl.superresolve(demo, key_added="my map", progress=False)
+
+
+def test_fit_refuses_a_named_image_that_is_not_rgb(demo):
+    import numpy as np
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    placed = get_transformation(demo.images["he"], get_all=True)
+    demo.images["two"] = Image2DModel.parse(np.zeros((2, 64, 64), np.uint8), dims=("c", "y", "x"),
+                                            c_coords=["c0", "c1"], transformations=placed)
+    del demo.images["he"]
+    with pytest.raises(ValueError, match=r"Image 'two' has 2 channels \['c0', 'c1'\] \(shape "
+                       r"\(2, 64, 64\).*pass its name as `image_key=`"):
+        ds.tl.fit(demo, genes=["ERBB2", "IGKC"], image_key="two", progress=False)
+    assert "diffst_coexpr" not in demo.tables["table"].varp
+
+
+def test_fit_names_the_section_whose_genes_repeat(demo):
+    table = demo.tables["table"]
+    names = list(table.var_names)
+    names[1] = names[0]
+    table.var_names = names
+    with pytest.raises(ValueError, match=rf"The table of section 'her2st_c2' has 1 duplicated "
+                       rf"gene name\(s\): \['{names[0]}'\]"):
+        ds.tl.fit(demo, genes=["ERBB2", "IGKC"], progress=False)
+    assert "diffst_coexpr" not in table.varp

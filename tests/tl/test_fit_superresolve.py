@@ -1,4 +1,8 @@
-"""fit + superresolve end to end on real her2st C2, with a small training budget."""
+"""fit + superresolve end to end on real her2st C2, with a small training budget.
+
+C2 is the full section from ../shared/data, or the demo copy shipped with the package (same
+spots, 500 genes, H&E at half size) where that is absent.
+"""
 
 import copy
 import warnings
@@ -60,7 +64,7 @@ def test_layer_is_consistent_with_the_measured_spots(fitted):
                                 view.coordinate_system)
     want = view.expression(GENES)
     kept = _kept(sdata)
-    assert kept.sum() == view.n_spots - 2  # C2's two empty spots
+    assert kept.sum() == view.n_spots - 2  # C2's two empty spots (in the demo too)
     rel = np.abs(got[kept] - want[kept]).sum() / want[kept].sum()
     assert rel < 0.05, rel
     assert sdata.tables["table"].uns["diffst"]["consistency_error"] < 0.05
@@ -153,8 +157,8 @@ def test_model_rejects_data_without_its_genes(fitted):
         ds.tl.superresolve(other, model, key_added="x", **SAMPLING)
 
 
-def test_superresolve_needs_a_model(her2st_c2):
-    fresh = copy.deepcopy(her2st_c2)
+def test_superresolve_needs_a_model(her2st_c2_or_demo):
+    fresh = copy.deepcopy(her2st_c2_or_demo)
     with pytest.raises(ValueError, match="ds.tl.fit"):
         ds.tl.superresolve(fresh, **SAMPLING)
 
@@ -217,7 +221,7 @@ def test_histology_path_is_saved_and_drives_the_map(fitted, tmp_path):
     assert loaded.deep
 
 
-def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2):
+def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2_or_demo):
     """deep=False: the ridge alone, fitted in seconds; its map departs from the spots where
     the H&E says so, and still integrates back to every spot."""
     import sys
@@ -227,7 +231,7 @@ def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2):
     from baselines import bicubic, degrade_2x2, lr_input, score_predictions
 
     genes = GENES
-    lr = degrade_2x2(her2st_c2, genes)
+    lr = degrade_2x2(her2st_c2_or_demo, genes)
     target = lr_input(lr)
     model = ds.tl.fit(target, genes=genes, deep=False, progress=False)
     assert not model.deep and model.history == []
@@ -246,6 +250,6 @@ def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2):
     assert ours > score_predictions(lr, bicubic(lr, genes), genes)["wPCC"]
 
 
-def test_deep_false_needs_the_histology_path(her2st_c2):
+def test_deep_false_needs_the_histology_path(her2st_c2_or_demo):
     with pytest.raises(ValueError, match="histology_path=True"):
-        ds.tl.fit(her2st_c2, genes=GENES, deep=False, histology_path=False, progress=False)
+        ds.tl.fit(her2st_c2_or_demo, genes=GENES, deep=False, histology_path=False, progress=False)

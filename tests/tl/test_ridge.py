@@ -41,18 +41,21 @@ def test_refuses_no_weight():
 
 
 def test_own_inputs_match_a_ridge_per_output():
-    """Each output's own input is one more column only that output sees (lightly penalised)."""
-    from diffst_sc.tl._ridge import OWN_ALPHA
-
+    """Each output's own input is one more column only that output sees, with its own penalty."""
     rng = np.random.default_rng(3)
     n, d, k = 120, 4, 3
     x, own = rng.normal(size=(n, d)), rng.normal(size=(n, k))
     y = x @ rng.normal(size=(d, k)) + 2.0 * own + 0.1 * rng.normal(size=(n, k))
-    r = Ridge.fit(x, y, 5.0, own=own)
+    r = Ridge.fit(x, y, 5.0, own=own, own_alpha=0.5)
+    same = Ridge.fit(x, y, 5.0, own=own)  # by default penalised like the shared inputs
     for j in range(k):
         a = np.c_[x, own[:, j]]
         a = (a - a.mean(0)) / a.std(0)
-        c = np.linalg.solve(a.T @ a + np.diag([5.0] * d + [OWN_ALPHA]), a.T @ (y[:, j] - y[:, j].mean()))
+        yc = y[:, j] - y[:, j].mean()
+        c = np.linalg.solve(a.T @ a + np.diag([5.0] * d + [0.5]), a.T @ yc)
+        np.testing.assert_allclose(same.own_coef[j],
+                                   np.linalg.solve(a.T @ a + 5.0 * np.eye(d + 1), a.T @ yc)[d],
+                                   rtol=1e-8)
         np.testing.assert_allclose(r.coef[:, j], c[:d], rtol=1e-8)
         np.testing.assert_allclose(r.own_coef[j], c[d], rtol=1e-8)
     a, a_own, offset = r.linear()
@@ -60,3 +63,28 @@ def test_own_inputs_match_a_ridge_per_output():
     np.testing.assert_allclose(Ridge.from_dict(r.to_dict()).predict(x, own), r.predict(x, own))
     with pytest.raises(ValueError, match="own="):
         r.predict(x)
+
+
+def test_reduced_rank_keeps_the_leading_output_directions():
+    """Outputs driven by one factor: rank 1 keeps the fit, and its weights have rank 1."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, 6))
+    factor = x @ rng.normal(size=6)
+    y = np.outer(factor, rng.normal(size=8)) + 0.05 * rng.normal(size=(200, 8))
+    full = Ridge.fit(x, y, 1.0)
+    low = full.reduced_rank(x, 1)
+    assert np.linalg.matrix_rank(low.coef, tol=1e-8) == 1
+    assert np.abs(low.predict(x) - full.predict(x)).max() < 0.05 * np.abs(y).max()
+    np.testing.assert_array_equal(low.intercept, full.intercept)
+
+
+def test_average_of_ridges_predicts_their_mean():
+    rng = np.random.default_rng(6)
+    x, own = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))
+    y = x[:, :2] + own + 0.1 * rng.normal(size=(50, 2))
+    fits = [Ridge.fit(x, y, a, own=own) for a in (0.1, 10.0, 1000.0)]
+    mean = Ridge.average(fits)
+    np.testing.assert_allclose(mean.predict(x, own),
+                               np.mean([f.predict(x, own) for f in fits], 0), atol=1e-12)
+    with pytest.raises(ValueError, match="same inputs"):
+        Ridge.average([fits[0], Ridge.fit(x[:40], y[:40], 1.0, own=own[:40])])

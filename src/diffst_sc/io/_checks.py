@@ -120,6 +120,11 @@ def duplicated(names) -> list[str]:
     return list(dups)
 
 
+#: How to fix a table's duplicated gene names, for the messages that refuse them.
+MAKE_GENES_UNIQUE = ("Make them unique first (`adata.var_names_make_unique()`) or drop the "
+                     "duplicated columns.")
+
+
 def check_unique_genes(names, *, where: str, fix: str) -> None:
     """Raise naming the duplicated gene names of ``names`` (``where`` they are, ``fix`` them)."""
     dups = duplicated(names)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._checks import check_counts, check_spots_in_image
+from ._checks import MAKE_GENES_UNIQUE, check_counts, check_spots_in_image, check_unique_genes
 
 #: Where ``diffst_sc`` records section metadata in ``table.uns``.
 SECTION_UNS_KEY = "diffst_section"
@@ -144,6 +144,7 @@ def lattice_spacing_px(obs, centres: np.ndarray) -> float:
 
 def _gene_index(adata, genes: list[str]) -> list[int]:
     names = pd.Index(map(str, adata.var_names))
+    check_unique_genes(names, where="The table", fix=MAKE_GENES_UNIQUE)
     missing = [g for g in genes if g not in names]
     if missing:
         raise KeyError(
@@ -207,7 +208,9 @@ def section_view(
             "region_key=..., instance_key=...)`."
         )
     shapes = sdata.shapes[region]
-    cs = _pick_coordinate_system(sdata, shapes, coordinate_system)
+    if image_key is not None:
+        _check_image_key(sdata, image_key)
+    cs = _pick_coordinate_system(sdata, shapes, coordinate_system, image_key=image_key)
     image_key = _pick_image(sdata, cs, image_key)
     image_el = sdata.images[image_key]
     scales = _image_scales(image_el)
@@ -238,6 +241,27 @@ def section_view(
     return view
 
 
+def section_name(data, table_key: str | None = None) -> str | None:
+    """The name :func:`section_view` gives the section of ``data``, or ``None`` if it has none.
+
+    For a SpatialData, the coordinate system its spots and H&E share (the default
+    ``coordinate_system`` of :func:`section_view`); for an AnnData, the name recorded in
+    ``uns["diffst_section"]["name"]``. ``None`` where neither can be found.
+    """
+    import anndata as ad
+
+    if isinstance(data, ad.AnnData):
+        name = data.uns.get(SECTION_UNS_KEY, {}).get("name")
+        return None if name is None else str(name)
+    try:
+        region = data.tables[_pick_table(data, table_key)].uns.get(
+            "spatialdata_attrs", {}).get("region")
+        region = region[0] if isinstance(region, list | tuple) and len(region) == 1 else region
+        return _pick_coordinate_system(data, data.shapes[region], None)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _pick_table(sdata, table_key):
     tables = list(sdata.tables.keys())
     if table_key is not None:
@@ -254,8 +278,11 @@ def _pick_table(sdata, table_key):
     return tables[0]
 
 
-def _pick_coordinate_system(sdata, element, cs, what: str = "spots"):
-    """The coordinate system shared by ``element`` and an RGB(A) image (``cs`` checked if given)."""
+def _pick_coordinate_system(sdata, element, cs, what: str = "spots", image_key=None):
+    """The coordinate system shared by ``element`` and an RGB(A) image (``cs`` checked if given).
+
+    With ``image_key``, the system must be one of that image's.
+    """
     from spatialdata.transformations import get_transformation
 
     element_cs = list(get_transformation(element, get_all=True))
@@ -268,15 +295,60 @@ def _pick_coordinate_system(sdata, element, cs, what: str = "spots"):
             raise ValueError(f"The {what} are not placed in coordinate system {cs!r}; they are "
                              f"in {element_cs}.")
         return cs
-    with_image = [c for c in element_cs if any(
-        c in get_transformation(im, get_all=True) and _image_scales(im)[0].shape[0] in (3, 4)
-        for im in sdata.images.values())]
+    if image_key is not None:
+        image_cs = list(get_transformation(sdata.images[image_key], get_all=True))
+        with_image = [c for c in element_cs if c in image_cs]
+        if not with_image:
+            raise ValueError(f"Image {image_key!r} shares no coordinate system with the {what} "
+                             f"(it is in {image_cs}, they are in {element_cs}); pass the H&E "
+                             "registered to them as `image_key=`, or add a transformation.")
+    else:
+        with_image = [c for c in element_cs if any(
+            c in get_transformation(im, get_all=True) and _image_scales(im)[0].shape[0] in (3, 4)
+            for im in sdata.images.values())]
     if not with_image:
         raise ValueError(f"No RGB H&E image shares a coordinate system with the {what} (they "
-                         f"are in {element_cs}); add the H&E to one of them.")
+                         f"are in {element_cs}; images: {_describe_images(sdata)}); add the H&E "
+                         "to one of them.")
     # spatialdata-io's Visium reader adds downscaled systems; the full-resolution one is the
     # shortest name, which is also the dataset id.
     return sorted(with_image, key=lambda c: (c != "global", len(c)))[0]
+
+
+def _describe_images(sdata) -> str:
+    """Each image element's name and channel count, for messages: ``'he' (3 channels), ...``."""
+    if not len(sdata.images):
+        return "none"
+    n_c = {k: _image_scales(el)[0].shape[0] for k, el in sdata.images.items()}
+    return ", ".join(f"{k!r} ({n} channel{'s' if n != 1 else ''})" for k, n in n_c.items())
+
+
+def _check_image_key(sdata, image_key: str) -> None:
+    """Raise unless ``image_key`` names an RGB(A) image element of ``sdata``.
+
+    Raises
+    ------
+    KeyError
+        When there is no such image (the message lists the images).
+    ValueError
+        When it is not RGB(A): the message names its channels and shape, and the RGB images to
+        pass instead.
+    """
+    if image_key not in sdata.images:
+        raise KeyError(f"No image {image_key!r}; the SpatialData has images "
+                       f"{list(sdata.images)}. Pass the H&E's name as `image_key=`.")
+    im = _image_scales(sdata.images[image_key])[0]
+    n_c = im.shape[0]
+    if n_c in (3, 4):
+        return
+    channels = list(map(str, im.coords["c"].values)) if "c" in im.coords else []
+    rgb = [k for k, el in sdata.images.items() if _image_scales(el)[0].shape[0] in (3, 4)]
+    fix = (f"pass the RGB H&E element's name as `image_key=` (RGB images here: {rgb})" if rgb
+           else "add the RGB H&E as an image element and pass its name as `image_key=`")
+    raise ValueError(f"Image {image_key!r} has {n_c} channel{'s' if n_c != 1 else ''} "
+                     f"{channels} (shape "
+                     f"{tuple(im.shape)}, (c, y, x)), but an RGB H&E has 3 channels, or 4 with "
+                     f"alpha; {fix}.")
 
 
 def _image_scales(el) -> list:
@@ -290,14 +362,8 @@ def _pick_image(sdata, cs, image_key):
     from spatialdata.transformations import get_transformation
 
     if image_key is not None:
-        if image_key not in sdata.images:
-            raise KeyError(f"No image {image_key!r}; the SpatialData has images "
-                           f"{list(sdata.images)}.")
+        _check_image_key(sdata, image_key)
         el = sdata.images[image_key]
-        n_c = _image_scales(el)[0].shape[0]
-        if n_c not in (3, 4):
-            raise ValueError(f"Image {image_key!r} has {n_c} channels; an H&E needs 3 (RGB) or "
-                             "4 (RGBA). Pass the H&E as `image_key=`.")
         if cs not in get_transformation(el, get_all=True):
             raise ValueError(f"Image {image_key!r} is not in coordinate system {cs!r}.")
         return image_key

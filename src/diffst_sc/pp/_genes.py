@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..io._checks import check_unique_genes, matrix_name
+from ..io._checks import MAKE_GENES_UNIQUE, check_unique_genes, matrix_name
 from ._normalize import counts_layer, get_matrix, resolve_table
 
 #: Gene-name prefixes left out by default: mitochondrial and ribosomal genes.
@@ -66,9 +66,9 @@ def select_genes(
     >>> genes = ds.pp.select_genes(sdata, n_top=50)  # doctest: +SKIP
     >>> genes = ds.pp.select_genes([sdata_b4, sdata_c2], n_top=100)  # doctest: +SKIP
     """
-    tables = _tables(data, table_key)
+    tables, labels = _tables(data, table_key)
     if genes is not None:
-        return _validate_genes(tables, genes)
+        return _validate_genes(tables, labels, genes)
     if flavor not in FLAVORS:
         raise ValueError(f"Unknown flavor {flavor!r}; use one of {FLAVORS}.")
     if int(n_top) < 1:
@@ -83,27 +83,33 @@ def select_genes(
                       f"every section, without the prefixes {tuple(exclude)}); returning all "
                       f"{len(keep)}.", UserWarning, stacklevel=2)
     if flavor == "expressed":
-        score = sum(_mean_log_expression(t, where=f"section {i}")[keep]
-                    for i, t in enumerate(tables))
+        score = sum(_mean_log_expression(t, where=where)[keep]
+                    for t, where in zip(tables, labels, strict=True))
     else:
         # scanpy normalises dispersions within bins of mean: rank on all genes, then exclude
         n_rank = int(n_top) + len(common) - len(keep)
-        score = _variability_score(tables, common, n_rank)[keep]
+        score = _variability_score(tables, labels, common, n_rank)[keep]
     order = np.lexsort((np.arange(len(score)), -score.to_numpy()))
     return list(score.index[order[: int(n_top)]])
 
 
-def _tables(data, table_key) -> list:
+def _tables(data, table_key) -> tuple[list, list[str]]:
+    """The sections' tables, and how messages name each: as ``fit`` does where it can."""
+    from ..io._view import section_name
+
     items = list(data) if isinstance(data, list | tuple) else [data]
     if not items:
         raise ValueError("No section given: pass a SpatialData, an AnnData or a list of them.")
     tables = [resolve_table(d, table_key) for d in items]
-    for i, t in enumerate(tables):
-        where = "The table" + (f" of section {i}" if len(tables) > 1 else "")
-        check_unique_genes(t.var_names, where=where,
-                           fix="Make them unique first (`adata.var_names_make_unique()`) or drop "
-                           "the duplicated columns.")
-    return tables
+    labels = []
+    for i, d in enumerate(items):
+        name = section_name(d, table_key)
+        labels.append(f"section {name!r}" if name is not None
+                      else f"section {i}" if len(items) > 1 else "the table")
+    for t, label in zip(tables, labels, strict=True):
+        where = "The table" if label == "the table" else f"The table of {label}"
+        check_unique_genes(t.var_names, where=where, fix=MAKE_GENES_UNIQUE)
+    return tables, labels
 
 
 def _names(adata) -> pd.Index:
@@ -120,24 +126,24 @@ def _common_genes(tables) -> list[str]:
     return list(common)
 
 
-def _validate_genes(tables, genes) -> list[str]:
+def _validate_genes(tables, labels, genes) -> list[str]:
     if isinstance(genes, str):
         genes = [genes]
     wanted = list(dict.fromkeys(map(str, genes)))
     if not wanted:
         raise ValueError("`genes` is empty: pass at least one gene name, or `genes=None` to "
                          "select them.")
-    for i, t in enumerate(tables):
+    for t, label in zip(tables, labels, strict=True):
         names = _names(t)
         missing = [g for g in wanted if g not in names]
         if len(missing) == len(wanted):
             raise KeyError(
-                f"None of the {len(wanted)} requested genes is in section {i} (e.g. "
+                f"None of the {len(wanted)} requested genes is in {label} (e.g. "
                 f"{missing[:5]}); its genes look like {list(names[:5])}. Use the same naming "
                 "as `table.var_names` or let `ds.pp.select_genes(data, n_top=...)` choose."
             )
         if missing:
-            where = f" of section {i}" if len(tables) > 1 else ""
+            where = "" if label == "the table" else f" of {label}"
             raise KeyError(
                 f"{len(missing)} of the {len(wanted)} requested genes are not in the table{where}: "
                 f"{missing[:10]}{' ...' if len(missing) > 10 else ''}. Drop them from `genes=` or "
@@ -167,7 +173,7 @@ def _mean_log_expression(adata, *, where: str) -> pd.Series:
     return pd.Series(mean, index=_names(adata))
 
 
-def _variability_score(tables, genes: list[str], n_top: int) -> pd.Series:
+def _variability_score(tables, labels, genes: list[str], n_top: int) -> pd.Series:
     """Scanpy's highly-variable-gene rank (lower is better), as a score (higher is better)."""
     import anndata as ad
     import scanpy as sc
@@ -175,11 +181,11 @@ def _variability_score(tables, genes: list[str], n_top: int) -> pd.Series:
     from ..io._checks import check_counts, warn_if_not_counts
 
     parts, all_counts = [], True
-    for i, t in enumerate(tables):
+    for t, where in zip(tables, labels, strict=True):
         layer = counts_layer(t)
         x = get_matrix(t[:, genes], layer)
-        is_counts = check_counts(x, where=f"section {i}", matrix=matrix_name(layer))
-        warn_if_not_counts(is_counts, where=f"section {i}")
+        is_counts = check_counts(x, where=where, matrix=matrix_name(layer))
+        warn_if_not_counts(is_counts, where=where)
         all_counts &= is_counts
         parts.append(ad.AnnData(X=x.astype(np.float32), var=pd.DataFrame(index=genes)))
     joined = ad.concat(parts, label="section") if len(parts) > 1 else parts[0]

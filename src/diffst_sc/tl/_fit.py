@@ -149,8 +149,10 @@ def fit(
              for s, um in zip(sdatas, _per_section(microns_per_pixel, len(sdatas)), strict=True)]
     for v in views:
         x = v.adata.X if v.layer is None else v.adata.layers[v.layer]
-        from ..io._checks import check_counts
+        from ..io._checks import MAKE_GENES_UNIQUE, check_counts, check_unique_genes
 
+        check_unique_genes(v.genes, where=f"The table of section {v.name!r}",
+                           fix=MAKE_GENES_UNIQUE)
         warn_if_not_counts(check_counts(x), where=f"section {v.name!r}")
     if genes is None:
         tables = [_counts_table(v) for v in views]
@@ -254,13 +256,19 @@ def _per_section(value, n: int) -> list:
 
 
 def _counts_table(view):
-    """An AnnData whose ``X`` is the view's counts (shared, not copied), for gene selection."""
+    """An AnnData whose ``X`` is the view's counts (shared, not copied), for gene selection.
+
+    It records the section's name, so that ``pp.select_genes`` names it as ``fit`` does.
+    """
     import anndata as ad
     import pandas as pd
 
+    from ..io._view import SECTION_UNS_KEY
+
     x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
     return ad.AnnData(X=x, obs=pd.DataFrame(index=view.adata.obs_names.copy()),
-                      var=pd.DataFrame(index=view.adata.var_names.copy()))
+                      var=pd.DataFrame(index=view.adata.var_names.copy()),
+                      uns={SECTION_UNS_KEY: {"name": view.name}})
 
 
 def _self_supervised_views(sdata, view, missing_key: str | None = None):

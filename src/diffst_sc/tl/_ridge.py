@@ -6,9 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Penalty on an output's own input (standardised): small, so that it is barely shrunk.
-OWN_ALPHA = 1.0
-
 
 @dataclass
 class Ridge:
@@ -40,7 +37,8 @@ class Ridge:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, alpha: float,
-            weight: np.ndarray | None = None, own: np.ndarray | None = None) -> Ridge:
+            weight: np.ndarray | None = None, own: np.ndarray | None = None,
+            own_alpha: float | None = None) -> Ridge:
         """Weighted ridge fit in closed form.
 
         Parameters
@@ -52,11 +50,14 @@ class Ridge:
         alpha
             Penalty on the standardised shared weights, as in scikit-learn's ``Ridge(alpha)``:
             the fit minimises ``sum(weight * residual**2) + alpha * |coef|**2`` (plus
-            :data:`OWN_ALPHA` times the squared own weights).
+            ``own_alpha`` times the squared own weights).
         weight
             ``(n,)`` non-negative sample weights (1 by default).
         own
             ``(n, k)`` each output's own input, or ``None``.
+        own_alpha
+            Penalty on the standardised own weights; ``alpha`` by default (the own input is
+            one more input, penalised like the others).
 
         Returns
         -------
@@ -85,13 +86,43 @@ class Ridge:
         # Per output, the block system [[gram, b], [b', c]] [coef; own] = [x'y; o'y], solved
         # for every output at once through gram's inverse (Schur complement).
         b = xw.T @ o  # (d, k)
-        c = (o * o * w[:, None]).sum(0) + OWN_ALPHA
+        c = (o * o * w[:, None]).sum(0) + (alpha if own_alpha is None else own_alpha)
         xy = xw.T @ yc
         oy = (o * yc * w[:, None]).sum(0)
         inv_b, inv_xy = np.linalg.solve(gram, b), np.linalg.solve(gram, xy)
         own_coef = (oy - (b * inv_xy).sum(0)) / (c - (b * inv_b).sum(0))
         coef = inv_xy - inv_b * own_coef
         return cls(mean, sd, coef, y_mean, o_mean, o_sd, own_coef)
+
+    def reduced_rank(self, x: np.ndarray, rank: int) -> Ridge:
+        """The ridge with its shared weights restricted to ``rank`` output directions.
+
+        The directions are the leading right singular vectors of the shared part's predictions
+        on ``x`` (the training inputs): reduced-rank ridge regression, which lets the outputs
+        share what they learn (the genes' departures from a footprint's mean follow a few
+        tissue factors). The own weights are kept.
+        """
+        from dataclasses import replace
+
+        shared = ((np.asarray(x, np.float64) - self.x_mean) / self.x_sd) @ self.coef
+        _, _, vt = np.linalg.svd(shared - shared.mean(0), full_matrices=False)
+        v = vt[:rank].T
+        return replace(self, coef=self.coef @ v @ v.T)
+
+    @classmethod
+    def average(cls, ridges: list[Ridge]) -> Ridge:
+        """The mean of ridges fitted to the same inputs (a linear model: their mean prediction)."""
+        first = ridges[0]
+        if any(not (np.array_equal(r.x_mean, first.x_mean) and np.array_equal(r.x_sd, first.x_sd))
+               for r in ridges):
+            raise ValueError("Only ridges fitted to the same inputs can be averaged.")
+
+        def mean(key):
+            vals = [getattr(r, key) for r in ridges]
+            return None if vals[0] is None else np.mean(vals, axis=0)
+
+        return cls(first.x_mean, first.x_sd, mean("coef"), mean("intercept"), first.own_mean,
+                   first.own_sd, mean("own_coef"))
 
     def predict(self, x: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
         """``(n, k)`` predictions for ``(n, d)`` inputs (and ``(n, k)`` own inputs if fitted)."""
