@@ -61,6 +61,25 @@ def test_square_lr_totals_equal_hr_totals_per_block(c2_lr, her2st_c2_or_demo):
     assert (hr.layers["counts"] != src.layers["counts"]).nnz == 0
 
 
+def test_a_few_genes_keep_the_library_sizes_of_all(c2_lr, her2st_c2_or_demo):
+    """Degrading some genes records every spot's counts over all genes, which normalise them."""
+    from diffst_sc.io import section_view
+    from diffst_sc.tl._data import scaler_for
+
+    src = her2st_c2_or_demo.tables["table"]
+    genes = list(map(str, src.var_names[:5]))
+    few = ds.pp.degrade(her2st_c2_or_demo, mode="square", factor=2, genes=genes)
+    full_totals = np.asarray(src.layers["counts"].sum(1)).ravel()
+    hr = few.tables["hr_table"]
+    np.testing.assert_allclose(hr.obs["diffst_library_size"], full_totals)
+    lr_all = np.asarray(c2_lr.tables["table"].layers["counts"].sum(1)).ravel()
+    np.testing.assert_allclose(few.tables["table"].obs["diffst_library_size"], lr_all, rtol=1e-6)
+    # the model's units on the few genes are those of the whole table
+    a = scaler_for(section_view(few), genes)
+    b = scaler_for(section_view(c2_lr), genes)
+    np.testing.assert_allclose([a.section_scale, *a.mu], [b.section_scale, *b.mu], rtol=1e-6)
+
+
 def test_square_result_is_a_section(c2_lr, her2st_c2_or_demo):
     view = ds.io.section_view(c2_lr)
     src = ds.io.section_view(her2st_c2_or_demo)

@@ -13,6 +13,9 @@ from ._checks import MAKE_GENES_UNIQUE, check_counts, check_spots_in_image, chec
 
 #: Where ``diffst_sc`` records section metadata in ``table.uns``.
 SECTION_UNS_KEY = "diffst_section"
+#: ``obs`` column with each spot's counts over all genes, where a table holds only some genes
+#: (``pp.degrade``'s tables, and the training copies ``fit`` makes of a section's model genes).
+LIBRARY_KEY = "diffst_library_size"
 #: Visium's spot diameter, used when Space Ranger scale factors are present.
 VISIUM_SPOT_DIAMETER_UM = 55.0
 #: Visium's centre-to-centre spot distance. Space Ranger's ``spot_diameter_fullres`` is that of a
@@ -96,6 +99,17 @@ class SectionView:
         x = ad.X if self.layer is None else ad.layers[self.layer]
         x = x.toarray() if sp.issparse(x) else np.asarray(x)
         return x.astype(np.float32, copy=False)
+
+    def library_sizes(self) -> np.ndarray:
+        """``(n_spots,)`` each spot's counts over all genes.
+
+        ``obs[LIBRARY_KEY]`` when the table records it (a table of some genes only), else the
+        sum of the table's counts.
+        """
+        if LIBRARY_KEY in self.adata.obs:
+            return self.adata.obs[LIBRARY_KEY].to_numpy(np.float64)
+        x = self.adata.X if self.layer is None else self.adata.layers[self.layer]
+        return np.asarray(x.sum(1), np.float64).ravel()
 
     def image_at(self, microns_per_pixel: float,
                  bbox_px: tuple[float, float, float, float] | None = None,

@@ -80,7 +80,10 @@ def degrade(
         (spot modes: the measured spots, ``obs["lr_spot"]`` = row of their pseudo-spot in
         ``table``) or ``images["hr_truth"]`` (genes x H x W counts per pixel) +
         ``shapes["hr_pixels"]`` + ``tables["hr_table"]`` (pixels with counts, ``obs["lr_spot"]`` =
-        nearest pseudo-spot). ``table.uns["diffst_degrade"]`` records how it was made.
+        nearest pseudo-spot). ``table.uns["diffst_degrade"]`` records how it was made. In spot
+        modes both tables record each spot's counts over all genes in
+        ``obs["diffst_library_size"]``, so that a table of a few ``genes`` keeps the library
+        sizes that normalise them.
 
     Examples
     --------
@@ -188,6 +191,7 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
     from spatialdata.transformations import get_transformation
 
     from ..io._view import (
+        LIBRARY_KEY,
         _centres_and_diameter,
         _order_like_table,
         _pick_table,
@@ -235,6 +239,7 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
                            shape=(n_lr, len(parent)))
     n_per = np.asarray(assign.sum(axis=1)).ravel()
     lr_counts = sp.csr_matrix(assign @ x, dtype=np.float32)
+    library = view.library_sizes()
     centres_px = (assign @ view.centres_px) / n_per[:, None]
 
     shapes = _order_like_table(sdata.shapes[view.shapes_key], adata,
@@ -257,7 +262,8 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
         "spot_diameter_px": linear * view.diameter_px,
     }
     obs = pd.DataFrame(
-        {"array_row": blocks[:, 0], "array_col": blocks[:, 1], "n_spots": n_per.astype(int)},
+        {"array_row": blocks[:, 0], "array_col": blocks[:, 1], "n_spots": n_per.astype(int),
+         LIBRARY_KEY: assign @ library},
         index=[f"lr_{r}_{c}" for r, c in blocks],
     )
     lr_table = _lr_table(lr_counts, genes, adata.var.iloc[gidx], obs, centres_px, meta,
@@ -267,6 +273,7 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
     hr_shapes = _reparse_shapes(shapes, transformations)
     hr_table = adata[:, gidx].copy()
     hr_table.obs["lr_spot"] = parent.astype(np.int64)
+    hr_table.obs[LIBRARY_KEY] = library
     hr_table = _reparse_table(hr_table, region="hr_spots")
     return _assemble(sdata, view.image_key, lr_shapes, lr_table,
                      shapes={"hr_spots": hr_shapes}, tables={"hr_table": hr_table})

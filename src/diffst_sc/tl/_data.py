@@ -69,9 +69,7 @@ def disc_area_um2(view: SectionView) -> float:
 
 def scaler_for(view: SectionView, genes: list[str]) -> ExpressionScaler:
     """The expression scaler of a section's input spots."""
-    x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
-    totals = np.asarray(x.sum(1)).ravel()
-    return ExpressionScaler.fit(view.expression(genes), totals, disc_area_um2(view))
+    return ExpressionScaler.fit(view.expression(genes), view.library_sizes(), disc_area_um2(view))
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def fit(
     if pairs not in ("self", "supervised"):
         raise ValueError(f"pairs must be 'self' or 'supervised', not {pairs!r}.")
     pair_views = _training_views(sdatas, views, supervised=pairs == "supervised",
-                                 missing_key=missing_key)
+                                 missing_key=missing_key, genes=genes)
     path = None
     if histology_path:
         from ._histology_path import HistologyPath
@@ -232,17 +232,19 @@ def _gene_graph(sdatas, views, genes, key, table_key) -> np.ndarray:
     return np.mean(mats, axis=0).astype(np.float32)
 
 
-def _training_views(sdatas, views, supervised: bool = False,
-                    missing_key: str | None = None) -> list[tuple[list, object]]:
+def _training_views(sdatas, views, supervised: bool = False, missing_key: str | None = None,
+                    genes: list[str] | None = None) -> list[tuple[list, object]]:
     """Each section's training views: (input views, the target view).
 
     Self-supervised, the inputs are the section's spots summed into pseudo-spots and the
     target its spots (without those flagged in ``obs[missing_key]``); supervised, the input is
-    the section and the target its truth.
+    the section and the target its truth. Self-supervised views hold only ``genes`` (all by
+    default), with each spot's library size alongside.
     """
     if supervised:
         return [_supervised_views(s, v) for s, v in zip(sdatas, views, strict=True)]
-    return [_self_supervised_views(s, v, missing_key) for s, v in zip(sdatas, views, strict=True)]
+    return [_self_supervised_views(s, v, missing_key, genes)
+            for s, v in zip(sdatas, views, strict=True)]
 
 
 def _per_section(value, n: int) -> list:
@@ -271,7 +273,8 @@ def _counts_table(view):
                       uns={SECTION_UNS_KEY: {"name": view.name}})
 
 
-def _self_supervised_views(sdata, view, missing_key: str | None = None):
+def _self_supervised_views(sdata, view, missing_key: str | None = None,
+                           genes: list[str] | None = None):
     """The section's spots summed into pseudo-spots (inputs) -> its spots (target).
 
     Spots flagged in ``obs[missing_key]`` are dropped first, so they are neither summed into a
@@ -282,7 +285,7 @@ def _self_supervised_views(sdata, view, missing_key: str | None = None):
     from .. import pp
     from ..pp._low_counts import spots_to_skip
 
-    sdata, view = _training_section(sdata, view, ~spots_to_skip(view, missing_key))
+    sdata, view = _training_section(sdata, view, ~spots_to_skip(view, missing_key), genes)
     lr_views = []
     for shifted in _block_phases(sdata, view):
         pair = pp.degrade(shifted, table_key=view.table_key,
@@ -297,12 +300,14 @@ def _self_supervised_views(sdata, view, missing_key: str | None = None):
     return lr_views, view
 
 
-def _training_section(sdata, view, kept: np.ndarray):
-    """The section reduced to its ``kept`` spots, as ``pp.degrade`` should read it.
+def _training_section(sdata, view, kept: np.ndarray, genes: list[str] | None = None):
+    """The section reduced to its ``kept`` spots and ``genes``, as ``pp.degrade`` should read it.
 
-    The table holds the view's counts in ``X`` (no other layer) and records the H&E pixel size,
-    so that ``pp.degrade`` reads what ``view`` reads. Returns the new SpatialData (sharing the
-    H&E) and its view.
+    The table holds the view's counts of ``genes`` (all by default) in ``X`` (no other layer),
+    each spot's library size over all genes in ``obs[LIBRARY_KEY]``, and the H&E pixel size,
+    so that ``pp.degrade`` reads what ``view`` reads; copying only the model's genes keeps the
+    block phases small on a slide of many genes. Returns the new SpatialData (sharing the H&E)
+    and its view.
     """
     import anndata as ad
     import geopandas as gpd
@@ -311,7 +316,7 @@ def _training_section(sdata, view, kept: np.ndarray):
     from spatialdata.models import ShapesModel, TableModel
     from spatialdata.transformations import get_transformation
 
-    from ..io._view import SECTION_UNS_KEY, _order_like_table
+    from ..io._view import LIBRARY_KEY, SECTION_UNS_KEY, _gene_index, _order_like_table
 
     if kept.sum() < 2:
         raise ValueError(f"Section {view.name!r} has {int(kept.sum())} spots left after leaving "
@@ -327,14 +332,16 @@ def _training_section(sdata, view, kept: np.ndarray):
                            index=ids)
     shapes = ShapesModel.parse(gdf, transformations=get_transformation(shapes, get_all=True))
     x = table.X if view.layer is None else table.layers[view.layer]
+    gidx = np.arange(table.n_vars) if genes is None else _gene_index(table, genes)
     obs = table.obs[kept].copy()
+    obs[LIBRARY_KEY] = view.library_sizes()[kept]
     instance_key = instance_key or "spot_id"
     obs[instance_key], obs[region_key] = ids, pd.Categorical([view.shapes_key] * len(ids))
     uns = {k: v for k, v in table.uns.items() if k != "spatialdata_attrs"}
     uns[SECTION_UNS_KEY] = {**uns.get(SECTION_UNS_KEY, {}),
                             "microns_per_pixel": float(view.microns_per_pixel),
                             "spot_diameter_px": float(view.diameter_px)}
-    sub = ad.AnnData(X=x[kept], obs=obs, var=table.var.copy(), uns=uns,
+    sub = ad.AnnData(X=x[kept][:, gidx], obs=obs, var=table.var.iloc[gidx].copy(), uns=uns,
                      obsm={k: np.asarray(v)[kept] for k, v in table.obsm.items()})
     sub = TableModel.parse(sub, region=view.shapes_key, region_key=region_key,
                            instance_key=instance_key)
