@@ -154,3 +154,21 @@ def test_fit_leaves_flagged_spots_out_of_the_pairs():
     every_lr, every_target = _self_supervised_views(sdata, view, None)
     assert every_target.n_spots == view.n_spots
     assert every_lr[0].expression().sum() == pytest.approx(raw.sum(), rel=1e-6)
+
+
+def test_training_pairs_copy_only_the_model_genes_and_keep_library_sizes():
+    """fit's pairs hold the model's genes only, normalised by every gene's counts as before."""
+    from diffst_sc.tl._data import scaler_for
+
+    sdata = ds.datasets.her2st_demo()
+    view = ds.io.section_view(sdata)
+    few, _ = _self_supervised_views(sdata, view, None, GENES)
+    every, _ = _self_supervised_views(sdata, view, None)
+    assert len(few) == len(every) == 4
+    for a, b in zip(few, every, strict=True):
+        assert a.genes == GENES and len(b.genes) == view.adata.n_vars
+        np.testing.assert_allclose(a.expression(GENES), b.expression(GENES))
+        np.testing.assert_allclose(a.library_sizes(), b.library_sizes(), rtol=1e-6)
+        sa, sb = scaler_for(a, GENES), scaler_for(b, GENES)
+        np.testing.assert_allclose([sa.section_scale, *sa.mu, *sa.sd],
+                                   [sb.section_scale, *sb.mu, *sb.sd], rtol=1e-5)

@@ -75,15 +75,26 @@ def _membership(cell_of: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((vals, (inside, cell_of[inside])), shape=(len(cell_of), n))
 
 
-def _deviations(values: np.ndarray, cell_of: np.ndarray) -> np.ndarray:
-    """``(C, H * W)`` values minus their mean over each pixel's cell (0 outside every cell)."""
-    m = _membership(cell_of)
+def _deviations(values: np.ndarray, cell_of: np.ndarray,
+                membership: sp.csr_matrix | None = None) -> np.ndarray:
+    """``(C, H * W)`` values minus their mean over each pixel's cell (0 outside every cell).
+
+    ``membership`` is :func:`_membership` of ``cell_of``, when the caller has it already.
+    """
+    m = _membership(cell_of) if membership is None else membership
     means = (m.T @ values.T).T  # (C, n_cells)
     out = values.astype(np.float32, copy=True)
     inside = cell_of >= 0
     out[:, inside] -= means[:, cell_of[inside]]
     out[:, ~inside] = 0.0
     return out
+
+
+def _spread(deviations: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``(C,)`` standard deviation of each row of ``deviations`` over the ``inside`` pixels."""
+    if not inside.any():
+        return np.ones(len(deviations))
+    return np.maximum(deviations[:, inside].std(1, dtype=np.float64), 1e-8)
 
 
 def descriptor_maps(view, grid: Grid, radius_um: float, *,
@@ -129,15 +140,10 @@ def section_scale(descriptors: np.ndarray, cell_of: np.ndarray) -> np.ndarray:
     model does not see (her2st, fitted across sections: wPCC 0.39 -> 0.43, see
     ``benchmarks/results``).
     """
-    m = _membership(cell_of)
-    inside = cell_of >= 0
-    out = np.ones(len(descriptors))
-    if not inside.any():
-        return out
-    for i, v in enumerate(descriptors.reshape(len(descriptors), -1)):
-        dev = v[inside] - (m.T @ v)[cell_of[inside]]
-        out[i] = max(float(dev.std()), 1e-8)
-    return out
+    m, inside = _membership(cell_of), cell_of >= 0
+    flat = descriptors.reshape(len(descriptors), -1)
+    # one descriptor at a time: the deviations of all of them are D maps of memory
+    return np.concatenate([_spread(_deviations(v[None], cell_of, m), inside) for v in flat])
 
 
 @dataclass
@@ -178,9 +184,11 @@ class FootprintRows:
         """
         d, g = len(descriptors), len(lr)
         h, w = lr.shape[1:]
-        x = footprints @ _deviations(descriptors.reshape(d, -1), cell_of).T
-        x = x / section_scale(descriptors, cell_of)
-        own = footprints @ _deviations(lr.reshape(g, -1), cell_of).T
+        m = _membership(cell_of)
+        dev = _deviations(descriptors.reshape(d, -1), cell_of, m)
+        x = (footprints @ dev.T) / _spread(dev, cell_of >= 0)  # in section_scale's units
+        del dev
+        own = footprints @ _deviations(lr.reshape(g, -1), cell_of, m).T
         rows, cols = np.divmod(np.arange(h * w), w)
         pos = np.c_[footprints @ rows, footprints @ cols]
         return cls(x.astype(np.float32), own.astype(np.float32),
