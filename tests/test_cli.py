@@ -196,4 +196,7 @@ def test_one_pixel_size_per_store_or_one_for_all(store, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["superresolve", store, "--model", str(tmp_path), "--microns-per-pixel", "0"])
     assert "--microns-per-pixel: must be a positive number, got '0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["superresolve", store, "--model", str(tmp_path), "--pixel-size-um", "-1"])
+    assert "--pixel-size-um: must be a positive number, got '-1'" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()

@@ -13,7 +13,7 @@ _EPILOG = "Run 'diffst COMMAND --help' for the options of one command."
 
 #: Options whose Python argument has another name, to say errors in the command's words.
 _API_NAMES = {"key": "key_added"}
-#: Positional arguments: not options, nothing to translate.
+#: Entries of the parsed arguments that are no options (positionals, the command's function).
 _POSITIONAL = {"command", "run", "stores", "store"}
 
 
@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--key", default="diffst",
                    help="name of the new layer: letters, digits, '_', '-' and '.' "
                    "(default: %(default)s)")
-    s.add_argument("--pixel-size-um", type=float, default=None,
+    s.add_argument("--pixel-size-um", type=_positive_float, default=None, metavar="UM",
                    help="output pixel size in micrometres (default: the model's, an eighth of the "
                    "spot spacing)")
     s.add_argument("--n-samples", type=_positive_int, default=8,

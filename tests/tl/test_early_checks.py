@@ -52,6 +52,7 @@ def test_superresolve_refuses_a_name_that_differs_only_in_case(demo, model):
     with pytest.raises(ValueError, match=r"key_added='HE' would add images element 'HE', but "
                        r"the SpatialData has images element 'he'"):
         ds.tl.superresolve(demo, model, key_added="HE", progress=False)
+    assert set(demo.images) == {"he"}
 
 
 def test_the_name_is_checked_before_the_model_is_looked_for(demo):
@@ -83,3 +84,13 @@ def test_fit_names_the_section_whose_genes_repeat(demo):
                        rf"gene name\(s\): \['{names[0]}'\]"):
         ds.tl.fit(demo, genes=["ERBB2", "IGKC"], progress=False)
     assert "diffst_coexpr" not in table.varp
+
+
+def test_fit_warns_once_per_section_that_holds_no_counts(demo):
+    """Values that are not counts are named with the section, before any work."""
+    table = demo.tables["table"]
+    table.layers["counts"] = table.layers["counts"] * 0.37
+    with pytest.warns(ds.io.NotCountsWarning, match="section 'her2st_c2' is not integer") as got:
+        with pytest.raises(KeyError, match="lacks 1 of the genes"):
+            ds.tl.fit(demo, genes=["ERBB2", "NOT_A_GENE"], progress=False)
+    assert sum(issubclass(w.category, ds.io.NotCountsWarning) for w in got) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 
@@ -110,16 +111,6 @@ def check_rgb(image: np.ndarray) -> np.ndarray:
                      "(y, x, 3) / (3, y, x). Pass the H&E, not a fluorescence stack.")
 
 
-def duplicated(names) -> list[str]:
-    """The names that occur more than once in ``names``, each once, in order of appearance."""
-    seen, dups = set(), {}
-    for name in map(str, names):
-        if name in seen:
-            dups[name] = None
-        seen.add(name)
-    return list(dups)
-
-
 #: How to fix a table's duplicated gene names, for the messages that refuse them.
 MAKE_GENES_UNIQUE = ("Make them unique first (`adata.var_names_make_unique()`) or drop the "
                      "duplicated columns.")
@@ -127,8 +118,9 @@ MAKE_GENES_UNIQUE = ("Make them unique first (`adata.var_names_make_unique()`) o
 
 def check_unique_genes(names, *, where: str, fix: str) -> None:
     """Raise naming the duplicated gene names of ``names`` (``where`` they are, ``fix`` them)."""
-    dups = duplicated(names)
-    if dups:
+    names = pd.Index(list(map(str, names)))
+    if not names.is_unique:
+        dups = list(names[names.duplicated()].unique())
         raise ValueError(f"{where} has {len(dups)} duplicated gene name(s): {dups[:10]}"
                          f"{' ...' if len(dups) > 10 else ''}. {fix}")
 
@@ -147,6 +139,7 @@ def check_new_names(key_added, sdata=None) -> None:
         Naming the bad name, the rule and a valid alternative.
     """
     # spatialdata's own rule, so that the check never drifts from what it refuses at writing
+    from spatialdata import sanitize_name
     from spatialdata._core.validation import check_valid_name
 
     try:
@@ -154,27 +147,19 @@ def check_new_names(key_added, sdata=None) -> None:
     except (TypeError, ValueError) as err:
         hint = ""
         if isinstance(key_added, str) and key_added:
-            hint = f", e.g. key_added={_valid_name(key_added)!r}"
+            hint = f", e.g. key_added={sanitize_name(key_added)!r}"
         raise ValueError(f"key_added={key_added!r} cannot name a SpatialData element: {err} "
                          f"Choose another name{hint}.") from None
     if sdata is None:
         return
     wanted = {key_added: "images", key_added + "_std": "images", key_added + "_table": "tables"}
-    for kind in ("images", "labels", "points", "shapes", "tables"):
-        for name in getattr(sdata, kind).keys():
-            for new, new_kind in wanted.items():
-                if name.lower() == new.lower() and (name != new or kind != new_kind):
-                    raise ValueError(
-                        f"key_added={key_added!r} would add {new_kind} element {new!r}, but the "
-                        f"SpatialData has {kind} element {name!r}; spatialdata refuses names that "
-                        "differ only in case or are shared by two kinds of element. Choose another "
-                        "key_added=."
-                    )
+    for kind, name, _ in sdata.gen_elements():
+        for new, new_kind in wanted.items():
+            if name.lower() == new.lower() and (name != new or kind != new_kind):
+                raise ValueError(
+                    f"key_added={key_added!r} would add {new_kind} element {new!r}, but the "
+                    f"SpatialData has {kind} element {name!r}; spatialdata refuses names that "
+                    "differ only in case or are shared by two kinds of element. Choose another "
+                    "key_added=."
+                )
 
-
-def _valid_name(name: str) -> str:
-    """``name`` with every character spatialdata refuses replaced by ``_``."""
-    out = "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
-    while out.startswith("__"):
-        out = out[1:]
-    return out if out not in ("", "_", ".", "..") else "diffst"

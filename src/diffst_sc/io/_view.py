@@ -47,6 +47,8 @@ class SectionView:
         Where the pieces came from in the SpatialData object.
     layer
         The layer of ``adata`` holding expression (``None`` for ``X``).
+    is_counts
+        Whether that expression is raw integer counts (checked once, by :func:`section_view`).
 
     Examples
     --------
@@ -67,6 +69,7 @@ class SectionView:
     shapes_key: str
     layer: str | None = None
     image_scales: list = field(default_factory=list)
+    is_counts: bool = True
 
     @property
     def genes(self) -> list[str]:
@@ -213,8 +216,7 @@ def section_view(
         raise ValueError(f"Table {table_key!r} is empty ({adata.n_obs} spots x {adata.n_vars} "
                          "genes); it needs spots and genes to super-resolve.")
     attrs = adata.uns.get("spatialdata_attrs", {})
-    region = attrs.get("region")
-    region = region[0] if isinstance(region, list | tuple) and len(region) == 1 else region
+    region = _annotated_region(adata)
     if not isinstance(region, str) or region not in sdata.shapes:
         raise ValueError(
             f"Table {table_key!r} must annotate one shapes element (spot circles); it annotates "
@@ -251,7 +253,8 @@ def section_view(
     view.microns_per_pixel = _microns_per_pixel(view, microns_per_pixel)
     check_spots_in_image(centres, image.shape[1:], diameter_px)
     x = adata.X if layer is None else adata.layers[layer]
-    check_counts(x, where=f"table {table_key!r}" + (f" layer {layer!r}" if layer else ""))
+    view.is_counts = check_counts(x, where=f"table {table_key!r}"
+                                  + (f" layer {layer!r}" if layer else ""))
     return view
 
 
@@ -268,12 +271,16 @@ def section_name(data, table_key: str | None = None) -> str | None:
         name = data.uns.get(SECTION_UNS_KEY, {}).get("name")
         return None if name is None else str(name)
     try:
-        region = data.tables[_pick_table(data, table_key)].uns.get(
-            "spatialdata_attrs", {}).get("region")
-        region = region[0] if isinstance(region, list | tuple) and len(region) == 1 else region
+        region = _annotated_region(data.tables[_pick_table(data, table_key)])
         return _pick_coordinate_system(data, data.shapes[region], None)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _annotated_region(adata):
+    """The element a table annotates (``spatialdata_attrs["region"]``, unwrapped if a list of 1)."""
+    region = adata.uns.get("spatialdata_attrs", {}).get("region")
+    return region[0] if isinstance(region, list | tuple) and len(region) == 1 else region
 
 
 def _pick_table(sdata, table_key):
@@ -348,6 +355,8 @@ def _check_image_key(sdata, image_key: str) -> None:
         When it is not RGB(A): the message names its channels and shape, and the RGB images to
         pass instead.
     """
+    from spatialdata.models import get_channel_names
+
     if image_key not in sdata.images:
         raise KeyError(f"No image {image_key!r}; the SpatialData has images "
                        f"{list(sdata.images)}. Pass the H&E's name as `image_key=`.")
@@ -355,7 +364,7 @@ def _check_image_key(sdata, image_key: str) -> None:
     n_c = im.shape[0]
     if n_c in (3, 4):
         return
-    channels = list(map(str, im.coords["c"].values)) if "c" in im.coords else []
+    channels = list(map(str, get_channel_names(im))) if "c" in im.coords else []
     rgb = [k for k, el in sdata.images.items() if _image_scales(el)[0].shape[0] in (3, 4)]
     fix = (f"pass the RGB H&E element's name as `image_key=` (RGB images here: {rgb})" if rgb
            else "add the RGB H&E as an image element and pass its name as `image_key=`")

@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..io._checks import MAKE_GENES_UNIQUE, check_unique_genes, matrix_name
+from ..io._checks import (
+    MAKE_GENES_UNIQUE,
+    check_counts,
+    check_unique_genes,
+    matrix_name,
+    warn_if_not_counts,
+)
 from ._normalize import counts_layer, get_matrix, resolve_table
 
 #: Gene-name prefixes left out by default: mitochondrial and ribosomal genes.
@@ -154,8 +160,6 @@ def _validate_genes(tables, labels, genes) -> list[str]:
 
 def _mean_log_expression(adata, *, where: str) -> pd.Series:
     """Mean over spots of ``log1p(counts / library * 1e4)`` (float64; sparse stays sparse)."""
-    from ..io._checks import check_counts, warn_if_not_counts
-
     layer = counts_layer(adata)
     x = get_matrix(adata, layer)
     if not check_counts(x, where=where, matrix=matrix_name(layer)):
@@ -177,8 +181,6 @@ def _variability_score(tables, labels, genes: list[str], n_top: int) -> pd.Serie
     """Scanpy's highly-variable-gene rank (lower is better), as a score (higher is better)."""
     import anndata as ad
     import scanpy as sc
-
-    from ..io._checks import check_counts, warn_if_not_counts
 
     parts, all_counts = [], True
     for t, where in zip(tables, labels, strict=True):

@@ -147,17 +147,22 @@ def path_rows(lr_views: list[SectionView], hr_view: SectionView, genes: list[str
     z_hr = scaler.to_model(hr_view.expression(genes), disc_area_um2(hr_view))
     rows = []
     for view in lr_views:
-        lr = _lr_arrays(view, genes, scaler, grid)[0]
+        lr = _interpolated(view, genes, scaler, grid)[0]  # the path reads no mask
         rows.append(FootprintRows.from_maps(descriptors, lr, cells_of(view, grid), footprints,
                                             z_hr, _nearest(view, hr_view)))
     return rows
 
 
-def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid):
-    """LR expression spread onto the grid, the footprints' coverage, and where spots are near."""
+def _interpolated(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid):
+    """The input spots' expression (model units) spread onto the grid, and the spread's weights."""
     z = scaler.to_model(view.expression(genes), disc_area_um2(view))
     w = gaussian_weights(view.centres_px, grid, sigma_px=view.spacing_px / 2)
-    lr, _ = spread_values(z, w, grid)
+    return spread_values(z, w, grid)[0], w
+
+
+def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid):
+    """LR expression spread onto the grid, the footprints' coverage, and where spots are near."""
+    lr, w = _interpolated(view, genes, scaler, grid)
     cov = np.asarray(coverage_matrix(view.centres_px, view.diameter_px, grid).sum(0)).ravel()
     lr_mask = np.clip(cov, 0, 1).reshape(1, grid.height, grid.width).astype(np.float32)
     near = np.asarray(w.sum(0)).ravel().reshape(grid.height, grid.width) > 0.05

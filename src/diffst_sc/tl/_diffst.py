@@ -196,6 +196,7 @@ def _read_config(cfg_file: Path) -> dict:
 def _from_config(cls, cfg: dict, cfg_file: Path) -> DiffST:
     """The model ``cfg`` describes, with fresh weights; bad entries named in one line."""
     from ..model import DiffusionConfig, NetConfig
+    from ..model._checkpoint import _first_line
 
     try:
         model = cls(cfg["genes"], NetConfig.from_dict(cfg["net"]),
@@ -208,9 +209,8 @@ def _from_config(cls, cfg: dict, cfg_file: Path) -> DiffST:
 
             model.histology_path = HistologyPath.from_dict(cfg["histology_path"])
     except (KeyError, TypeError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{cfg_file} does not describe a valid model ({type(err).__name__}: "
-                         f"{reason}); {_FIX}") from None
+                         f"{_first_line(err)}); {_FIX}") from None
     return model
 
 

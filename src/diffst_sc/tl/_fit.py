@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io._checks import warn_if_not_counts
+from ..io._checks import MAKE_GENES_UNIQUE, check_unique_genes, warn_if_not_counts
 from ..io._view import section_view
 from ..pp._low_counts import LOW_COUNTS_KEY
 from ._data import GridSpec, path_rows, training_arrays
@@ -148,12 +148,9 @@ def fit(
     views = [section_view(s, **kw, microns_per_pixel=um)
              for s, um in zip(sdatas, _per_section(microns_per_pixel, len(sdatas)), strict=True)]
     for v in views:
-        x = v.adata.X if v.layer is None else v.adata.layers[v.layer]
-        from ..io._checks import MAKE_GENES_UNIQUE, check_counts, check_unique_genes
-
         check_unique_genes(v.genes, where=f"The table of section {v.name!r}",
                            fix=MAKE_GENES_UNIQUE)
-        warn_if_not_counts(check_counts(x), where=f"section {v.name!r}")
+        warn_if_not_counts(v.is_counts, where=f"section {v.name!r}")
     if genes is None:
         tables = [_counts_table(v) for v in views]
         genes = pp.select_genes(tables if len(tables) > 1 else tables[0], n_top=n_genes)
@@ -341,7 +338,7 @@ def _training_section(sdata, view, kept: np.ndarray, genes: list[str] | None = N
     uns[SECTION_UNS_KEY] = {**uns.get(SECTION_UNS_KEY, {}),
                             "microns_per_pixel": float(view.microns_per_pixel),
                             "spot_diameter_px": float(view.diameter_px)}
-    sub = ad.AnnData(X=x[kept][:, gidx], obs=obs, var=table.var.iloc[gidx].copy(), uns=uns,
+    sub = ad.AnnData(X=x[:, gidx][kept], obs=obs, var=table.var.iloc[gidx].copy(), uns=uns,
                      obsm={k: np.asarray(v)[kept] for k, v in table.obsm.items()})
     sub = TableModel.parse(sub, region=view.shapes_key, region_key=region_key,
                            instance_key=instance_key)
