@@ -80,3 +80,21 @@ def test_spots_to_skip_reads_the_column_or_computes_it():
     table.obs["words"] = "no"
     with pytest.raises(ValueError, match="must be boolean.*missing_key=None"):
         spots_to_skip(view, "words")
+
+
+def test_a_table_of_some_genes_is_judged_by_its_recorded_library_sizes():
+    """``obs["diffst_library_size"]`` (a table of a few genes) sets the totals, not the genes."""
+    from diffst_sc.io._view import LIBRARY_KEY
+
+    centres = _lattice(6)
+    counts = np.full((len(centres), 2), 50.0)
+    counts[14] = 0.0  # a spot that expresses these two genes little, not a failed one
+    adata = ad.AnnData(X=counts, obs=pd.DataFrame(index=[f"s{i}" for i in range(len(centres))]))
+    adata.obsm["spatial"] = centres
+    adata.obs[LIBRARY_KEY] = 3000.0
+    adata.obs.loc["s20", LIBRARY_KEY] = 100.0
+    ds.pp.flag_low_count_spots(adata, key_added="low")
+    assert adata.obs_names[adata.obs["low"].to_numpy()].tolist() == ["s20"]
+    sdata = ds.datasets.her2st_demo()
+    sdata.tables["table"].obs[LIBRARY_KEY] = 3000.0  # its two empty spots, recorded as full
+    assert not spots_to_skip(ds.io.section_view(sdata), "diffst_low_counts").any()

@@ -165,9 +165,15 @@ def test_superresolve_needs_a_model(her2st_c2_or_demo):
 
 def test_pixel_table_for_scanpy(fitted):
     sdata, model = fitted
-    ds.tl.superresolve(sdata, model, key_added="px", add_pixel_table=True, **SAMPLING)
+    ds.tl.superresolve(sdata, model, key_added="px", add_pixel_table=True,
+                       outside_tissue=np.nan, **SAMPLING)
+    assert sdata.tables["table"].uns["px"]["outside_tissue"] == "nan"
+    layer = np.asarray(sdata.images["px"].values)
+    outside = np.isnan(layer)
+    assert outside.any() and (outside == outside[:1]).all()  # one outside for every gene
+    assert (layer[~outside] > 0).all()
     t = sdata.tables["px_table"]
-    assert list(t.var_names) == GENES and t.n_obs > 100
+    assert list(t.var_names) == GENES and t.n_obs == (~outside[0]).sum() > 100
     assert np.isfinite(t.X).all()  # tissue pixels only
     assert t.obsm["spatial"].shape == (t.n_obs, 2)
     lib = t.uns["spatial"]["px"]

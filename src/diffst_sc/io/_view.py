@@ -104,15 +104,8 @@ class SectionView:
         return x.astype(np.float32, copy=False)
 
     def library_sizes(self) -> np.ndarray:
-        """``(n_spots,)`` each spot's counts over all genes.
-
-        ``obs[LIBRARY_KEY]`` when the table records it (a table of some genes only), else the
-        sum of the table's counts.
-        """
-        if LIBRARY_KEY in self.adata.obs:
-            return self.adata.obs[LIBRARY_KEY].to_numpy(np.float64)
-        x = self.adata.X if self.layer is None else self.adata.layers[self.layer]
-        return np.asarray(x.sum(1), np.float64).ravel()
+        """``(n_spots,)`` each spot's counts over all genes (see :func:`library_sizes`)."""
+        return library_sizes(self.adata, self.layer)
 
     def image_at(self, microns_per_pixel: float,
                  bbox_px: tuple[float, float, float, float] | None = None,
@@ -126,6 +119,19 @@ class SectionView:
 
         return resample_image(self.image_scales or [self.image], self.microns_per_pixel,
                               microns_per_pixel, bbox_px, dtype=dtype)
+
+
+def library_sizes(adata, layer: str | None = None) -> np.ndarray:
+    """``(n_obs,)`` each spot's counts over all genes.
+
+    ``obs[LIBRARY_KEY]`` when the table records it (a table of some genes only, e.g.
+    ``ds.pp.degrade``'s: the sum over a few genes would make a spot that merely expresses them
+    little look empty), else the row sums of ``layer`` (``X`` if ``None``).
+    """
+    if LIBRARY_KEY in adata.obs:
+        return adata.obs[LIBRARY_KEY].to_numpy(np.float64)
+    x = adata.X if layer is None else adata.layers[layer]
+    return np.asarray(x.sum(1), np.float64).ravel()
 
 
 def spot_spacing(centres: np.ndarray) -> float:

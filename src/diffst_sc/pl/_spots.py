@@ -41,33 +41,44 @@ def spots(sdata, gene: str | None = None, *, table_key: str | None = None,
     >>> ds.pl.spots(sdata, "ERBB2")  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Circle
 
     from ..io import section_view
-    from ._utils import add_scale_bar, finish, he_backdrop, unit_label, zoom_to
+    from ._utils import finish, he_backdrop, unit_label
 
     view = section_view(sdata, table_key=table_key, coordinate_system=coordinate_system,
                         image_key=image_key)
-    x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
-    values = (view.expression([gene])[:, 0] if gene is not None
-              else np.asarray(x.sum(1)).ravel())
-    values = np.log1p(values) if log1p else values
+    values = view.expression([gene])[:, 0] if gene is not None else view.library_sizes()
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 5))
-    he, extent = he_backdrop(view)
+    label = (unit_label(log1p) if gene is not None
+             else ("log1p(total counts per spot)" if log1p else "total counts per spot"))
+    draw_spots(ax, view, np.log1p(values) if log1p else values, he_backdrop(view), cmap=cmap,
+               clim=(vmin, vmax), label=label,
+               title=title or f"{view.name}: {gene or 'total counts'}")
+    return finish(fig or ax.figure, show, save) if fig is not None else ax
+
+
+def draw_spots(ax, view, values: np.ndarray, backdrop, *, cmap, clim, label: str,
+               title: str) -> None:
+    """Draw the view's spots as discs coloured by ``values`` over the H&E ``backdrop``.
+
+    ``backdrop`` is :func:`~diffst_sc.pl._utils.he_backdrop`'s thumbnail and extent (made once
+    per figure); ``clim`` the colour range, ``label`` that of the colour bar.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Circle
+
+    from ._utils import frame_panel
+
+    he, extent = backdrop
     ax.imshow(he, extent=extent)
     discs = [Circle(tuple(c), view.diameter_px / 2) for c in view.centres_px]
     coll = PatchCollection(discs, cmap=cmap, alpha=0.85, linewidth=0)
     coll.set_array(values)
-    coll.set_clim(vmin, vmax)
+    coll.set_clim(*clim)
     ax.add_collection(coll)
-    label = (unit_label(log1p) if gene is not None
-             else ("log1p(total counts per spot)" if log1p else "total counts per spot"))
     plt.colorbar(coll, ax=ax, fraction=0.046, label=label)
-    zoom_to(ax, view)
-    add_scale_bar(ax, view)
-    ax.set_title(title or f"{view.name}: {gene or 'total counts'}")
-    ax.set_axis_off()
-    return finish(fig or ax.figure, show, save) if fig is not None else ax
+    ax.set_title(title)
+    frame_panel(ax, view)

@@ -66,10 +66,9 @@ def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
         m, s = shown_values(np.asarray(mean.sel(c=g).values), np.asarray(std.sel(c=g).values),
                             log1p)
         measured = view.expression([g])[:, 0]
-        vmin, vmax = _robust_range(np.concatenate([
-            m[np.isfinite(m)], np.log1p(measured) if log1p else measured]))
-        _row(row, sdata, view, g, m, s, extent, backdrop, (vmin, vmax),
-             table_key=table_key, coordinate_system=coordinate_system, cmap=cmap, log1p=log1p)
+        measured = np.log1p(measured) if log1p else measured
+        mean_range = _robust_range(np.concatenate([m.ravel(), measured]))
+        _row(row, view, g, m, s, measured, extent, backdrop, mean_range, cmap=cmap, log1p=log1p)
     fig.tight_layout()
     return finish(fig, show, save)
 
@@ -89,36 +88,31 @@ def shown_values(mean: np.ndarray, std: np.ndarray, log1p: bool):
     return np.log1p(mean), std / (1.0 + mean)
 
 
-def _row(row, sdata, view, gene, m, s, extent, backdrop, mean_range, *, table_key,
-         coordinate_system, cmap, log1p):
-    """Draw one gene's four panels into the axes ``row``."""
+def _row(row, view, gene, m, s, measured, extent, backdrop, mean_range, *, cmap, log1p):
+    """Draw one gene's four panels into the axes ``row`` (``m``, ``s``, ``measured`` as shown)."""
     import matplotlib.pyplot as plt
 
-    from ._spots import spots
-    from ._utils import add_scale_bar, unit_label, zoom_to
+    from ._spots import draw_spots
+    from ._utils import frame_panel, unit_label
 
     he, he_extent = backdrop
     row[0].imshow(he, extent=he_extent)
     row[0].set_title("H&E")
-    spots(sdata, gene, table_key=table_key, coordinate_system=coordinate_system, ax=row[1],
-          cmap=cmap, log1p=log1p, vmin=mean_range[0], vmax=mean_range[1],
-          title=f"measured {gene}")
+    draw_spots(row[1], view, measured, backdrop, cmap=cmap, clim=mean_range,
+               label=unit_label(log1p), title=f"measured {gene}")
     row[2].imshow(he, extent=he_extent)
     im = row[2].imshow(np.ma.masked_invalid(m), extent=extent, cmap=cmap, alpha=0.9,
                        interpolation="nearest", vmin=mean_range[0], vmax=mean_range[1])
     plt.colorbar(im, ax=row[2], fraction=0.046, label=unit_label(log1p))
     row[2].set_title(f"super-resolved {gene}")
     row[3].imshow(he, extent=he_extent, alpha=0.35)
-    vmin, vmax = _robust_range(s[np.isfinite(s)])
+    vmin, vmax = _robust_range(s)
     im = row[3].imshow(np.ma.masked_invalid(s), extent=extent, cmap="viridis",
                        interpolation="nearest", vmin=vmin, vmax=vmax)
     plt.colorbar(im, ax=row[3], fraction=0.046, label=unit_label(log1p, spread=True))
     row[3].set_title(f"uncertainty {gene}")
-    for i, ax in enumerate(row):
-        zoom_to(ax, view)
-        if i != 1:  # the spots panel draws its own
-            add_scale_bar(ax, view)
-        ax.set_axis_off()
+    for ax in (row[0], row[2], row[3]):  # draw_spots frames the spots panel
+        frame_panel(ax, view)
 
 
 def _robust_range(values: np.ndarray) -> tuple[float | None, float | None]:

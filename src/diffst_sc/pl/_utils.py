@@ -77,6 +77,13 @@ def add_scale_bar(ax, view) -> None:
     ax.add_artist(bar)
 
 
+def frame_panel(ax, view) -> None:
+    """Zoom a spatial panel to the spots, add its scale bar and hide its axes."""
+    zoom_to(ax, view)
+    add_scale_bar(ax, view)
+    ax.set_axis_off()
+
+
 def finish(fig, show: bool | None, save: str | Path | None):
     """Save and/or show like scanpy; return the figure when it is neither shown nor closed."""
     import matplotlib.pyplot as plt

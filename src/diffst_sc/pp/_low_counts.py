@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from ._normalize import counts_layer, get_matrix, resolve_table
+from ._normalize import counts_layer, resolve_table
 
 #: ``obs`` column (and ``uns`` key) of the flags, read by ``ds.tl.fit`` and ``ds.tl.superresolve``.
 LOW_COUNTS_KEY = "diffst_low_counts"
@@ -38,7 +38,8 @@ def flag_low_count_spots(
 ) -> None:
     """Flag spots whose library size is far below that of their neighbours.
 
-    A spot is flagged when its total counts are below ``fraction`` times the median total of
+    A spot is flagged when its total counts over all genes (``obs["diffst_library_size"]``
+    where a table of some genes records them) are below ``fraction`` times the median total of
     its ``n_neighbors`` nearest spots. With the defaults (a tenth of the median of 6
     neighbours) this flags failed captures, not regions of low expression: a region where every
     spot is low has low neighbours (only a spot at the corner of a region more than ten times
@@ -80,15 +81,12 @@ def flag_low_count_spots(
     _check_rule(fraction, n_neighbors)
     adata = resolve_table(data, table_key)
     layer = counts_layer(adata, layer)
-    totals = library_sizes(get_matrix(adata, layer))
+    from ..io._view import library_sizes
+
+    totals = library_sizes(adata, layer)
     flags = low_count_spots(totals, _spot_positions(data, adata), fraction=fraction,
                             n_neighbors=n_neighbors)
     write_flags(adata, flags, key_added, fraction=fraction, n_neighbors=n_neighbors, layer=layer)
-
-
-def library_sizes(x) -> np.ndarray:
-    """``(n_spots,)`` total counts of each row of a (sparse or dense) matrix, as float64."""
-    return np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
 
 
 def low_count_spots(totals: np.ndarray, centres: np.ndarray, *, fraction: float = DEFAULT_FRACTION,
@@ -150,8 +148,7 @@ def spots_to_skip(view, key: str | None) -> np.ndarray:
                              f"ds.pp.flag_low_count_spots(sdata, key_added={key!r}), or pass "
                              "missing_key=None to use every spot.")
         return col.to_numpy(bool)
-    totals = library_sizes(view.adata.X if view.layer is None else view.adata.layers[view.layer])
-    flags = low_count_spots(totals, view.centres_px)
+    flags = low_count_spots(view.library_sizes(), view.centres_px)
     write_flags(view.adata, flags, key, fraction=DEFAULT_FRACTION,
                 n_neighbors=DEFAULT_NEIGHBORS, layer=view.layer)
     return flags

@@ -14,8 +14,8 @@ def add_pixel_table(sdata, view, genes, mean, keep, grid, key: str,
     """Add ``tables[key + "_table"]`` (tissue pixels x genes) annotating ``shapes[key + "_pixels"]``.
 
     ``mean`` is the ``(G, H, W)`` map (a numpy or zarr array, read a few genes at a time) and
-    ``keep`` the ``(H, W)`` pixels to include; pixels with NaN values (outside the tissue) are
-    left out whatever ``keep`` says.
+    ``keep`` the ``(H, W)`` pixels to include (``superresolve`` passes the pixels where a gene is
+    positive, so none outside the tissue, whether it holds 0 or NaN there).
 
     The AnnData has ``obsm['spatial']`` (pixel centres in full-resolution H&E pixels) and the H&E
     in ``uns['spatial'][key]`` (``images['hires']`` with its scale factor), the layout of
@@ -30,11 +30,8 @@ def add_pixel_table(sdata, view, genes, mean, keep, grid, key: str,
     x = np.empty((int(keep.sum()), g), np.float32)
     for g0 in range(0, g, step):
         x[:, g0:g0 + step] = np.asarray(mean[g0:g0 + step], np.float32).reshape(-1, h * w)[:, keep].T
+    centres = grid.pixel_centres()[keep]
     ids = np.nonzero(keep)[0]
-    finite = np.isfinite(x).all(1)
-    if not finite.all():
-        x, ids = x[finite], ids[finite]
-    centres = grid.pixel_centres()[ids]
     to_cs = get_transformation(sdata.images[view.image_key],
                                to_coordinate_system=view.coordinate_system)
     shapes_key, table_key = key + "_pixels", key + "_table"

@@ -222,7 +222,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     from tqdm.auto import tqdm
 
     from ..model import make_sampler
-    from ..model._patches import patch_condition
+    from ..model._patches import _pad_to, patch_condition
     from ._tile_store import BandBlender, gene_chunk, new_array
 
     genes, spec, net = model.genes, model.grid_spec, model.module
@@ -237,7 +237,8 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     target = scaler.density(measured.expression(genes), area)
     # Every spot's footprint on the grid, once; the constraint uses the measured spots' rows.
     cov_all = coverage_matrix(view.centres_px, view.diameter_px, grid).tocsr()
-    cov = (cov_all if measured is view else cov_all[~np.asarray(missing, bool)]).tocsc()
+    cov_rows = cov_all if measured is view else cov_all[~np.asarray(missing, bool)]
+    cov = cov_rows.tocsc()
     spread = _spread(measured.centres_px, view.spacing_px, grid)
 
     mult = 2 ** (len(model.net_config.channel_mult) - 1) * 4
@@ -267,7 +268,8 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         proj = _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device)
         with torch.no_grad():
             if not model.deep:  # the histology path alone: its base map, projected
-                z = proj(torch.from_numpy(_tile(arrays.lr, i, j, size))[None].to(device))
+                lr = _pad_to(arrays.lr, i, j, size, size).astype(np.float32, copy=False)
+                z = proj(torch.from_numpy(lr)[None].to(device))
             else:
                 cond = patch_condition(arrays, i, j, size, model.net_config.n_cells,
                                        model.net_config.cell_size, rng)
@@ -297,7 +299,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
                     (1, out_grid.height, out_grid.width))
     err_sum, target_sum = 0.0, 0.0
     expressed = np.zeros((out_grid.height, out_grid.width), bool)
-    c = normalised_rows(cov.tocsr())
+    c = normalised_rows(cov_rows)
     floor = _density_floor(counts_target)
     step = gene_chunk(g, max(h * w, out_grid.height * out_grid.width))
     # What of each output pixel lies on the tissue: the same for every gene, computed once.
@@ -312,12 +314,11 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         rsd = None if model.residual_sd is None else np.asarray(model.residual_sd)[sl]
         s = _with_model_error(m, s, rsd, scaler.sd[sl], scaler.counts_per_unit(area))
         if pixel_px is not None:
-            m, s = _resize(m, keep, inside, out_grid), _resize(s, keep, inside, out_grid)
+            m = _resize(m, keep, inside, out_grid, outside)
+            s = _resize(s, keep, inside, out_grid, outside)
         else:
-            m, s = np.where(keep, m, np.nan), np.where(keep, s, np.nan)
-        expressed |= (m > 0).any(0)
-        if not np.isnan(outside):
-            m, s = np.nan_to_num(m, nan=outside), np.nan_to_num(s, nan=outside)
+            m, s = np.where(keep, m, outside), np.where(keep, s, outside)
+        expressed |= (m > 0).any(0)  # neither 0 nor NaN outside the tissue is
         mean[sl], std[sl] = m.astype(np.float32), s.astype(np.float32)
     return mean, std, out_grid, expressed, err_sum / max(target_sum, 1e-12)
 
@@ -335,12 +336,6 @@ def _without(view: SectionView, missing) -> SectionView:
                          "measured spots. Check the flags, or pass missing_key=None to use "
                          "every spot.")
     return replace(view, adata=view.adata[kept], centres_px=view.centres_px[kept])
-
-
-def _tile(a: np.ndarray, i: int, j: int, size: int) -> np.ndarray:
-    """``(C, size, size)`` window of ``a`` at (i, j), zero past its edges."""
-    w = a[:, i:i + size, j:j + size]
-    return np.pad(w, [(0, 0), (0, size - w.shape[1]), (0, size - w.shape[2])]).astype(np.float32)
 
 
 def _residual(projection, base):
@@ -439,16 +434,17 @@ def _interpolate(a: np.ndarray, grid: Grid) -> np.ndarray:
                   anti_aliasing=True)
 
 
-def _resize(maps: np.ndarray, keep: np.ndarray, inside: np.ndarray, grid: Grid) -> np.ndarray:
-    """``(G, h, w)`` maps interpolated onto ``grid`` from the pixels in ``keep``, NaN elsewhere.
+def _resize(maps: np.ndarray, keep: np.ndarray, inside: np.ndarray, grid: Grid,
+            outside: float) -> np.ndarray:
+    """``(G, h, w)`` maps interpolated onto ``grid`` from the pixels in ``keep``.
 
     Normalised by ``inside``, ``keep`` interpolated onto ``grid``, so that the tissue edge is
-    not darkened by the pixels outside it; an output pixel is NaN where less than half of what
-    it is interpolated from lies in ``keep``.
+    not darkened by the pixels outside it; an output pixel is ``outside`` where less than half
+    of what it is interpolated from lies in ``keep``.
     """
     values = _interpolate(np.where(keep, maps, 0.0), grid)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(inside >= 0.5, values / inside, np.nan)
+        return np.where(inside >= 0.5, values / inside, outside)
 
 
 def layer_transform(sdata, view: SectionView, grid: Grid):
