@@ -13,6 +13,7 @@ import warnings
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 #: ../shared/data relative to the repository root.
@@ -121,3 +122,27 @@ def fitted_c2(her2st_c2_or_demo):
     model = ds.tl.fit(sdata, genes=FIT_GENES, **FIT_BUDGET)
     ds.tl.superresolve(sdata, **SAMPLING)
     return sdata, model
+
+
+def jittered_section(jitter: float = 0.15, seed: int = 0):
+    """The embedded section as a table built from spot centres alone: no array positions, each
+    centre moved by a normal offset of ``jitter`` spot spacings (off any regular lattice)."""
+    import geopandas as gpd
+    from scipy.spatial import cKDTree
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
+    import diffst_sc as ds
+
+    sdata = ds.datasets.her2st_demo()
+    table = sdata.tables["table"]
+    table.obs = table.obs.drop(columns=["array_row", "array_col"])
+    shapes = sdata.shapes["spots"]
+    xy = np.c_[shapes.geometry.x, shapes.geometry.y]
+    spacing = np.median(cKDTree(xy).query(xy, k=2)[0][:, 1])
+    xy = xy + np.random.default_rng(seed).normal(0, jitter * spacing, xy.shape)
+    gdf = gpd.GeoDataFrame({"radius": shapes["radius"].to_numpy()},
+                           geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]), index=shapes.index)
+    sdata.shapes["spots"] = ShapesModel.parse(
+        gdf, transformations=get_transformation(shapes, get_all=True))
+    return sdata

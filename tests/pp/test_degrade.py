@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from spatialdata.transformations import get_transformation
 
 import diffst_sc as ds
+from conftest import jittered_section
 from diffst_sc.io._view import _affine
 
 
@@ -95,6 +96,30 @@ def test_square_result_is_a_section(c2_lr, her2st_c2_or_demo):
     np.testing.assert_array_equal(view.image_to_cs, src.image_to_cs)
     hr_view = ds.io.section_view(c2_lr, table_key="hr_table")
     np.testing.assert_allclose(hr_view.centres_px, src.centres_px)
+
+
+def test_spots_off_any_lattice_are_grouped_with_their_neighbours():
+    from diffst_sc.pp._degrade import area_per_spot, spot_positions
+
+    src = jittered_section(jitter=0.15)
+    view = ds.io.section_view(src)
+    assert spot_positions(view)[2] == "binned"
+    lr = ds.pp.degrade(src, genes=["ERBB2", "IGKC", "COL1A1"])  # auto: grouped, square blocks
+    table, hr = lr.tables["table"], lr.tables["hr_table"]
+    assert table.uns["diffst_degrade"]["positions"] == "binned"
+    parent = hr.obs["lr_spot"].to_numpy()
+    sizes = np.bincount(parent, minlength=table.n_obs)
+    assert sizes.sum() == view.n_spots and (sizes >= 1).all()
+    assert 2.5 < sizes.mean() < 5 and sizes.max() <= 9
+    # each pseudo-spot is the sum of its spots, which lie near one another
+    np.testing.assert_allclose(table.X.toarray(),
+                               sp.csr_matrix((np.ones(len(parent)), (parent, np.arange(len(parent)))))
+                               @ hr.X.toarray(), rtol=1e-6)
+    lr_view = ds.io.section_view(lr)
+    far = np.linalg.norm(view.centres_px - lr_view.centres_px[parent], axis=1)
+    assert far.max() < 2 * np.sqrt(area_per_spot(view.centres_px))  # within a 2 x 2 block
+    with pytest.raises(ValueError, match="no regular lattice.*mode='auto'"):
+        ds.pp.degrade(src, mode="hex")
 
 
 def test_degrade_leaves_the_input_alone(her2st_c2_or_demo):
@@ -245,8 +270,8 @@ def test_transcripts_bad_parameters(xenium_sdata):
         ds.pp.degrade(xenium_sdata, mode="transcripts", spot_diameter_um=120.0)
     with pytest.raises(KeyError, match=r"not in the panel of 'transcripts': \['NOTAGENE'\]"):
         ds.pp.degrade(xenium_sdata, mode="transcripts", genes=["LUM", "NOTAGENE"])
-    with pytest.raises(ValueError, match="array positions"):
-        ds.pp.degrade(xenium_sdata, mode="square")
+    with pytest.raises(ValueError, match="not spots.*overlap.*mode='transcripts'"):
+        ds.pp.degrade(xenium_sdata, mode="square")  # segmented cells are not grouped
 
 
 def test_transcripts_result_round_trips_through_zarr(xenium_sdata, tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import diffst_sc as ds
+from conftest import jittered_section
 from diffst_sc.tl._fit import _self_supervised_views
 from diffst_sc.tl._readout import layer_footprint_means
 
@@ -50,6 +51,19 @@ def run():
 def _means(sdata, view, key):
     return layer_footprint_means(sdata, key, view.centres_px, view.diameter_px,
                                  view.coordinate_system)
+
+
+def test_spots_off_any_lattice_are_fitted_and_super_resolved():
+    sdata = jittered_section(jitter=0.15)
+    view = ds.io.section_view(sdata)
+    lr_views, target = _self_supervised_views(sdata, view, genes=GENES)
+    assert len(lr_views) == 4  # every phase of the 2 x 2 blocks of bins
+    assert all(15 < v.n_spots < view.n_spots / 2 for v in lr_views)
+    model = ds.tl.fit(sdata, genes=GENES, progress=False)
+    ds.tl.superresolve(sdata, model, progress=False)
+    record = sdata.tables["table"].uns["diffst"]
+    assert record["consistency_error"] < 0.05
+    assert "array_row" not in sdata.tables["table"].obs  # the user's table is left alone
 
 
 def test_without_layer_the_scaled_x_is_refused_before_work():

@@ -48,14 +48,17 @@ def degrade(
         subcellular transcripts (points with ``x``, ``y`` and a gene column) and an H&E.
     mode
         ``"square"``: a square array (legacy ST): the spot at array position (x, y) goes to block
-        (x // factor, y // factor). ``"hex"``: Visium's hexagonal lattice (``array_row``,
+        (x // factor, y // factor); a table without array positions gets those of the lattice
+        its centres form or, off any regular lattice (jittered centres), of square bins one
+        spot spacing wide, so that blocks group the spots nearest one another. ``"hex"``: Visium's hexagonal lattice (``array_row``,
         ``array_col``): hexagons of ``factor - 1`` rings (``factor=2``: a spot and its 6
         neighbours). ``"transcripts"``: bin transcripts into ``hr_pixel_um`` pixels (truth) and
         count them in ``spot_diameter_um`` discs on a ``spot_spacing_um`` hexagonal lattice
         centred on the grid (discs whose centre is off the grid, or that hold no transcript,
         are left out; transcripts off the grid, which covers the H&E, count for neither).
         ``"auto"``: spots with array positions -> ``"hex"`` when all lie on one parity of
-        ``array_row + array_col`` (Visium), else ``"square"``; otherwise transcripts.
+        ``array_row + array_col`` (Visium), else ``"square"``; otherwise transcripts when there
+        are points, else spots placed by their centres (``"hex"`` on a hexagonal lattice).
     factor
         Coarsening of the spot modes (see ``mode``).
     table_key, coordinate_system, image_key
@@ -125,12 +128,85 @@ def _auto_mode(sdata, table_key) -> str:
         from ..io._view import section_view
 
         view = section_view(sdata, table_key=table_key)
-        return "hex" if infer_array_positions(view.centres_px)[2] else "square"
+        return "hex" if spot_positions(view)[2] == "hex" else "square"
     raise ValueError(
         "Cannot tell how to degrade this SpatialData: its table has no `array_row`/`array_col` "
         "(spot array positions) and it has no transcripts (points). Add the array positions to "
         "`table.obs`, or pass `mode=` ('square', 'hex' or 'transcripts')."
     )
+
+
+#: Largest spot diameter, relative to the spacing of the spots, that spots without a lattice may
+#: have to be grouped into pseudo-spots: spots do not overlap their neighbours (Visium 0.55,
+#: legacy ST 0.5), segmented cells' circles do.
+MAX_GROUPED_DIAMETER = 1.05
+
+
+def spot_positions(view) -> tuple[np.ndarray, np.ndarray, str]:
+    """Integer (row, col) of each spot of ``view`` that pseudo-spots are grouped by.
+
+    The table's ``array_row``/``array_col`` when it records them; else the lattice that
+    :func:`infer_array_positions` finds; else, for spots off any regular lattice (jittered
+    centres, a table built from ``obsm["spatial"]`` alone), square bins one spacing wide on the
+    image axes, each as large as the area a spot has to itself (:func:`area_per_spot`), so that
+    2 x 2 bins group the four or so spots nearest one another, as a block of a square array does.
+
+    Returns
+    -------
+    row, col
+        Integer positions (``"binned"`` ones may repeat).
+    layout
+        ``"recorded"``, ``"square"``, ``"hex"`` or ``"binned"``.
+    """
+    from ..io._view import spot_spacing
+
+    obs = view.adata.obs
+    if {"array_row", "array_col"} <= set(obs.columns):
+        return obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int), "recorded"
+    centres = np.asarray(view.centres_px, float)
+    spacing = spot_spacing(centres)
+    if _is_regular(centres, spacing):
+        row, col, is_hex = infer_array_positions(centres)
+        return row, col, "hex" if is_hex else "square"
+    if view.diameter_px > MAX_GROUPED_DIAMETER * spacing:
+        raise ValueError(f"The table has no array positions (array_row/array_col) and its "
+                         f"{len(centres)} observations are not spots: they lie off any regular "
+                         f"lattice and their discs ({view.diameter_px:.3g} px wide) overlap "
+                         f"their neighbours ({spacing:.3g} px apart), as segmented cells do. "
+                         "Pseudo-spots group spots; for subcellular data use "
+                         "mode='transcripts', or add the array positions to table.obs.")
+    side = np.sqrt(area_per_spot(centres))
+    col, row = np.floor((centres - centres.min(0)) / side).astype(int).T
+    return row, col, "binned"
+
+
+def area_per_spot(centres: np.ndarray) -> float:
+    """The area each spot has to itself: the median area of the spots' Voronoi cells.
+
+    Only the cells enclosed by other spots count, so the tissue's edge does not inflate it; it
+    is the lattice's cell on any regular lattice, and the mean spacing squared on jittered ones.
+    """
+    from scipy.spatial import Voronoi
+
+    vor = Voronoi(centres)
+    areas = []
+    for region in (vor.regions[i] for i in vor.point_region):
+        if region and -1 not in region:
+            x, y = vor.vertices[region].T
+            areas.append(0.5 * abs(x @ np.roll(y, 1) - y @ np.roll(x, 1)))
+    if not areas:  # too few spots to enclose any: the nearest-neighbour spacing squared
+        from ..io._view import spot_spacing
+
+        return spot_spacing(centres) ** 2
+    return float(np.median(areas))
+
+
+def _is_regular(centres_px: np.ndarray, spacing: float) -> bool:
+    """Whether most spots have their nearest neighbour one lattice spacing away (within 15%)."""
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(centres_px).query(centres_px, k=2)
+    return bool(np.mean(np.abs(d[:, 1] / spacing - 1) < 0.15) >= 0.8)
 
 
 def infer_array_positions(centres_px: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -152,13 +228,12 @@ def infer_array_positions(centres_px: np.ndarray) -> tuple[np.ndarray, np.ndarra
     from ..io._view import spot_spacing
 
     spacing = spot_spacing(centres_px)
-    tree = cKDTree(centres_px)
-    d, _ = tree.query(centres_px, k=2)
-    if np.mean(np.abs(d[:, 1] / spacing - 1) < 0.15) < 0.8:
+    if not _is_regular(centres_px, spacing):
         raise ValueError("The table has no array positions (array_row/array_col) and its spots "
-                         "are not on a regular lattice (cells?), so they cannot be grouped into "
-                         "pseudo-spots. Add the array positions to table.obs, or use "
-                         "mode='transcripts' for subcellular data.")
+                         "are not on a regular lattice, so array positions cannot be inferred. "
+                         "Add them to table.obs, or let ds.pp.degrade group the spots by their "
+                         "centres (mode='square').")
+    tree = cKDTree(centres_px)
     n_nb = np.array([len(p) - 1 for p in tree.query_ball_point(centres_px, 1.2 * spacing)])
     is_hex = bool(np.median(n_nb[n_nb > 0]) > 4) if (n_nb > 0).any() else False
     xy = centres_px - centres_px.min(0)
@@ -207,14 +282,11 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
     view = section_view(sdata, table_key=table_key, coordinate_system=coordinate_system,
                         image_key=image_key)
     adata = view.adata
-    if {"array_row", "array_col"} <= set(adata.obs.columns):
-        row = adata.obs["array_row"].to_numpy(int)
-        col = adata.obs["array_col"].to_numpy(int)
-    else:
-        row, col, is_hex = infer_array_positions(view.centres_px)
-        if is_hex != (mode == "hex"):
-            raise ValueError(f"mode={mode!r} but the spots lie on a "
-                             f"{'hexagonal' if is_hex else 'square'} lattice; use mode='auto'.")
+    row, col, layout = spot_positions(view)
+    if layout != "recorded" and (layout == "hex") != (mode == "hex"):
+        lattice = {"hex": "a hexagonal lattice", "square": "a square lattice",
+                   "binned": "no regular lattice (they are grouped by square bins)"}[layout]
+        raise ValueError(f"mode={mode!r} but the spots lie on {lattice}; use mode='auto'.")
     genes = list(map(str, adata.var_names)) if genes is None else select_genes(adata, genes=genes)
     gidx = pd.Index(map(str, adata.var_names)).get_indexer(genes)
     x = adata.X if view.layer is None else adata.layers[view.layer]
@@ -267,7 +339,8 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
         index=[f"lr_{r}_{c}" for r, c in blocks],
     )
     lr_table = _lr_table(lr_counts, genes, adata.var.iloc[gidx], obs, centres_px, meta,
-                         {"mode": mode, "factor": factor, "n_hr_spots": int(len(parent))})
+                         {"mode": mode, "factor": factor, "n_hr_spots": int(len(parent)),
+                          "positions": layout})
     lr_shapes = _circles(native_centres, linear * native_diam / 2, transformations)
 
     hr_shapes = _reparse_shapes(shapes, transformations)

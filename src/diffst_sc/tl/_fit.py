@@ -301,7 +301,8 @@ def _training_section(sdata, view, kept: np.ndarray, genes: list[str] | None = N
     """The section reduced to its ``kept`` spots and ``genes``, as ``pp.degrade`` should read it.
 
     The table holds the view's counts of ``genes`` (all by default) in ``X`` (no other layer),
-    each spot's library size over all genes in ``obs[LIBRARY_KEY]``, and the H&E pixel size,
+    each spot's library size over all genes in ``obs[LIBRARY_KEY]``, array positions (placed
+    by ``pp._degrade.spot_positions`` when the table records none), and the H&E pixel size,
     so that ``pp.degrade`` reads what ``view`` reads; copying only the model's genes keeps the
     block phases small on a slide of many genes. Returns the new SpatialData (sharing the H&E)
     and its view.
@@ -314,6 +315,7 @@ def _training_section(sdata, view, kept: np.ndarray, genes: list[str] | None = N
     from spatialdata.transformations import get_transformation
 
     from ..io._view import LIBRARY_KEY, SECTION_UNS_KEY, _gene_index, _order_like_table
+    from ..pp._degrade import spot_positions
 
     if kept.sum() < 2:
         raise ValueError(f"Section {view.name!r} has {int(kept.sum())} spots left after leaving "
@@ -332,6 +334,9 @@ def _training_section(sdata, view, kept: np.ndarray, genes: list[str] | None = N
     gidx = np.arange(table.n_vars) if genes is None else _gene_index(table, genes)
     obs = table.obs[kept].copy()
     obs[LIBRARY_KEY] = view.library_sizes()[kept]
+    if not {"array_row", "array_col"} <= set(obs.columns):  # placed once, from all the spots
+        row, col, _ = spot_positions(view)
+        obs["array_row"], obs["array_col"] = row[kept], col[kept]
     instance_key = instance_key or "spot_id"
     obs[instance_key], obs[region_key] = ids, pd.Categorical([view.shapes_key] * len(ids))
     uns = {k: v for k, v in table.uns.items() if k != "spatialdata_attrs"}
