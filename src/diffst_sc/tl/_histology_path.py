@@ -98,7 +98,7 @@ def _spread(deviations: np.ndarray, inside: np.ndarray) -> np.ndarray:
 
 
 def descriptor_maps(view, grid: Grid, radius_um: float, *,
-                    band_um2: float = 64e6) -> np.ndarray:
+                    band_um2: float = 32e6) -> np.ndarray:
     """Histology descriptors of the disc of ``radius_um`` around every grid pixel, ``(D, H, W)``.
 
     The H&E is read at 1 um per pixel, in bands of grid rows of about ``band_um2`` square
@@ -127,7 +127,9 @@ def descriptor_maps(view, grid: Grid, radius_um: float, *,
     for r0, r1 in bands:
         bbox, rgb = read(r0, r1)
         q = section_quantities(view, bbox, pixel_um, rgb=rgb, threshold=threshold)
+        del rgb
         d = histology_descriptors(q, centres[r0:r1].reshape(-1, 2), radius_um, SCALES)
+        del q  # before the next band's are made: one band's quantities in memory at a time
         out[:, r0:r1] = d.T.reshape(-1, r1 - r0, grid.width)
     return out
 
