@@ -90,11 +90,29 @@ def test_projection_makes_footprint_means_match():
     before = proj.relative_error(z)
     after = proj.relative_error(proj(z))
     assert (before > 0.05).all() and (after < 1e-3).all()
-    v = proj.to_density(proj(z).reshape(3, 1, 4))
-    # the shape within each spot is kept: ratios between its pixels are unchanged
-    v0 = proj.to_density(z.reshape(3, 1, 4))
+    v = proj.to_density(proj(z).reshape(3, 1, 4)) + proj.pseudo
+    # the shape within each spot is kept: ratios between its pixels (plus the pseudo-count)
+    v0 = proj.to_density(z.reshape(3, 1, 4)) + proj.pseudo
     torch.testing.assert_close(v[..., 0] / v[..., 1], v0[..., 0] / v0[..., 1], rtol=1e-3,
                                atol=1e-3)
+
+
+def test_a_spot_without_counts_does_not_wipe_out_its_neighbours_pixels():
+    # spot 0 measured nothing (pixels 0-1); pixel 2 lies in its cell but outside its footprint,
+    # in a region the neighbouring spot 1 (pixels 3-4, 40 counts) predicts high
+    cov = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 1.0]])
+    spread = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    target = torch.tensor([[0.0], [40.0]])
+    mu, sd = torch.tensor([0.0]), torch.tensor([1.0])
+    z = torch.log1p(torch.tensor([[[[2.0, 2.0, 30.0, 40.0, 40.0]]]]))
+    one_count = FootprintProjection(cov, spread, target, mu, sd, iters=8, pseudo=1.0)
+    literal = FootprintProjection(cov, spread, target, mu, sd, iters=8, pseudo=1e-3)
+    v1 = one_count.to_density(one_count(z).reshape(1, 1, 5))[0, 0]
+    v0 = literal.to_density(literal(z).reshape(1, 1, 5))[0, 0]
+    for v in (v0, v1):  # both reproduce the spots
+        assert float(v[:2].mean()) < 0.05 and abs(float(v[3:].mean()) - 40) < 0.5
+    # the literal ratio (0 / 2 counts) scales the bordering pixel to almost nothing too
+    assert float(v0[2]) < 0.1 < 5.0 < float(v1[2])
 
 
 def test_projection_lifts_empty_footprints_without_blowing_up_neighbours():
@@ -103,7 +121,8 @@ def test_projection_lifts_empty_footprints_without_blowing_up_neighbours():
     spread = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
     target = torch.tensor([[50.0], [5.0]])
     mu, sd = torch.tensor([0.0]), torch.tensor([1.0])
-    proj = FootprintProjection(cov, spread, target, mu, sd, iters=2)
+    # pseudo: one count over a footprint (density units here), as superresolve passes it
+    proj = FootprintProjection(cov, spread, target, mu, sd, iters=2, pseudo=1.0)
     z = torch.tensor([[[[-50.0, -50.0, 1.0, 1.0, 1.0]]]])  # expm1(-50) = -1 -> density 0
     out = z
     for _ in range(10):  # as over the steps of a sampler

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-#: Smallest density a pixel is given before rescaling (model units: per 10,000 per area).
+#: Pseudo-count of the correction (model units: density per 10,000 per area) when the caller
+#: does not give the density of one count over a footprint.
 DENSITY_FLOOR = 1e-3
 #: Largest change of log-density one correction round may make.
 MAX_LOG_STEP = 3.0
@@ -13,8 +16,15 @@ MAX_LOG_STEP = 3.0
 class FootprintProjection:
     """Rescale maps so that their mean over each spot footprint matches the measured spot.
 
-    The correction is multiplicative in expression (density) space and spread smoothly between
-    spots, so that pixels outside any footprint are corrected like their neighbours.
+    The correction is multiplicative on the density plus ``pseudo``, each pixel's factor the
+    spots' factors blended by ``spread`` (a pixel between two spots takes a mix of their
+    corrected maps, so that neither's extreme factor wipes out the other's share), so that
+    pixels outside any footprint are corrected like their neighbours. With
+    ``pseudo`` the density of one count over a footprint, ratios below the counts' resolution
+    are not taken literally: where the map put two counts of a gene over a spot that measured
+    none, the spot's cell is scaled by one count in three (its footprint's mean still drops to
+    zero), not by the literal ratio of nothing to two, which would also wipe out the pixels of
+    a neighbour's footprint that reach into the cell.
 
     Parameters
     ----------
@@ -29,6 +39,9 @@ class FootprintProjection:
         ``(G,)`` standardisation of ``log1p(density)`` used by the model.
     iters
         Number of correction rounds per call.
+    pseudo
+        Density added to both sides of each ratio (model units): that of one count over a
+        footprint, or a small floor by default.
 
     Examples
     --------
@@ -42,12 +55,14 @@ class FootprintProjection:
     """
 
     def __init__(self, coverage: torch.Tensor, spread: torch.Tensor, target: torch.Tensor,
-                 mu: torch.Tensor, sd: torch.Tensor, iters: int = 2):
+                 mu: torch.Tensor, sd: torch.Tensor, iters: int = 2,
+                 pseudo: float = DENSITY_FLOOR):
         area = coverage.sum(1, keepdim=True)
         keep = area[:, 0] > 0
         self.coverage = coverage[keep] / area[keep]
         self.spread = spread[:, keep]
-        self.log_target = torch.log(target[keep].clamp_min(0) + 1e-3)
+        self.pseudo = float(pseudo)
+        self.log_target = torch.log(target[keep].clamp_min(0) + self.pseudo)
         self.mu = mu.view(1, -1, 1)
         self.sd = sd.view(1, -1, 1)
         self.iters = iters
@@ -65,19 +80,21 @@ class FootprintProjection:
         if self.coverage.shape[0] == 0:
             return z
         n, g, h, w = z.shape
-        # A floor lets a multiplicative correction lift pixels that are exactly zero; the
-        # clamp keeps one round from amplifying pixels far from every footprint.
-        v = self.to_density(z.reshape(n, g, h * w)).clamp_min(DENSITY_FLOOR)
+        p = self.pseudo  # also lets the correction lift pixels that are exactly zero
+        v = self.to_density(z.reshape(n, g, h * w))
         for _ in range(self.iters):
             means = v @ self.coverage.T  # (N, G, spots)
-            log_ratio = self.log_target.T.unsqueeze(0) - torch.log(means + 1e-3)
-            step = (log_ratio.clamp(-MAX_LOG_STEP, MAX_LOG_STEP) @ self.spread.T)
-            v = v * torch.exp(step.clamp(-MAX_LOG_STEP, MAX_LOG_STEP))
+            log_ratio = self.log_target.T.unsqueeze(0) - torch.log(means + p)
+            # the spots' factors blended by the spread (1 where no spot is near); the clamps
+            # keep one round from amplifying pixels far from every footprint
+            f = 1 + torch.expm1(log_ratio.clamp(-MAX_LOG_STEP, MAX_LOG_STEP)) @ self.spread.T
+            v = ((v + p) * f.clamp(math.exp(-MAX_LOG_STEP), math.exp(MAX_LOG_STEP)) - p)
+            v = v.clamp_min(0)
         return self.to_model(v).reshape(n, g, h, w)
 
     def relative_error(self, z: torch.Tensor) -> torch.Tensor:
         """Mean absolute relative error of footprint means against the target, per sample."""
         n, g, h, w = z.shape
         means = self.to_density(z.reshape(n, g, h * w)) @ self.coverage.T
-        target = self.log_target.exp().T.unsqueeze(0) - 1e-3
+        target = self.log_target.exp().T.unsqueeze(0) - self.pseudo
         return ((means - target).abs().sum((1, 2)) / target.abs().sum().clamp_min(1e-6))

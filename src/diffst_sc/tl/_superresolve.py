@@ -265,7 +265,8 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
                                     disable=not progress)):
         blender.flush(i)  # rows above this tile's are reached by no later tile
         rng = np.random.default_rng([seed, n])
-        proj = _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device)
+        proj = _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device,
+                                PSEUDO_COUNT / scaler.counts_per_unit(area))
         with torch.no_grad():
             if not model.deep:  # the histology path alone: its base map, projected
                 lr = _pad_to(arrays.lr, i, j, size, size).astype(np.float32, copy=False)
@@ -300,7 +301,6 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     err_sum, target_sum = 0.0, 0.0
     expressed = np.zeros((out_grid.height, out_grid.width), bool)
     c = normalised_rows(cov_rows)
-    floor = _density_floor(counts_target)
     step = gene_chunk(g, max(h * w, out_grid.height * out_grid.width))
     # What of each output pixel lies on the tissue: the same for every gene, computed once.
     inside = None if pixel_px is None else _interpolate(keep[None].astype(np.float64), out_grid)
@@ -308,7 +308,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         sl = slice(g0, min(g, g0 + step))
         m, s, err = _project_global(raw_mean[sl].astype(np.float64),
                                     raw_std[sl].astype(np.float64), c, spread,
-                                    counts_target[:, sl], floor)
+                                    counts_target[:, sl], PSEUDO_COUNT)
         err_sum += err
         target_sum += float(np.abs(counts_target[:, sl]).sum())
         rsd = None if model.residual_sd is None else np.asarray(model.residual_sd)[sl]
@@ -343,12 +343,6 @@ def _residual(projection, base):
     return lambda r: projection(r + base) - base
 
 
-def _density_floor(target: np.ndarray) -> float:
-    """Smallest value a pixel may take before the global correction, relative to the spots."""
-    positive = target[target > 0]
-    return 1e-3 * max(float(np.median(positive)) if positive.size else 1.0, 1e-12)
-
-
 def _with_model_error(mean, std, residual_sd, gene_sd, unit):
     """Add the model's own error (measured on its training pairs) to the spread of the samples.
 
@@ -361,6 +355,13 @@ def _with_model_error(mean, std, residual_sd, gene_sd, unit):
     return np.sqrt(std**2 + extra**2)
 
 
+#: Counts over a footprint added to both sides of the correction's ratios: one count, the
+#: measurement's resolution (see ``model.FootprintProjection``). With that, and the spots'
+#: factors blended arithmetically at the cells' borders, her2st's mean wPCC is 0.427 single /
+#: 0.420 across sections, against 0.423 / 0.414 with a floor of a thousandth of the median spot
+#: and factors blended in log space (which let a spot without counts of a gene scale to nothing
+#: the parts of its neighbours' footprints that reach into its cell).
+PSEUDO_COUNT = 1.0
 #: Width of the kernel spreading each spot's correction to pixels, relative to the spot spacing.
 #: The weights are normalised over the spots within one spacing of a pixel (a soft Voronoi
 #: partition), so a pixel takes its own spot's correction and the correction changes only in a
@@ -383,7 +384,7 @@ def _spread(centres_px: np.ndarray, spacing_px: float, grid: Grid) -> sp.csr_mat
     return sp.diags(1.0 / np.maximum(s, 1e-300)) @ w
 
 
-def _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device):
+def _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device, pseudo):
     import torch
 
     from ..model import FootprintProjection
@@ -396,26 +397,29 @@ def _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device):
     c = c[spots].toarray()
     s = spread[cols][:, spots].toarray() * inside.ravel()[:, None]
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)  # noqa: E731
-    return FootprintProjection(t(c), t(s), t(target[spots]), mu, sd)
+    return FootprintProjection(t(c), t(s), t(target[spots]), mu, sd, pseudo=pseudo)
 
 
-def _project_global(mean, std, coverage, spread, target, floor, iters: int = 8):
-    """Final multiplicative correction of the blended mean so each footprint matches its spot.
+def _project_global(mean, std, coverage, spread, target, pseudo, iters: int = 8):
+    """Final correction of the blended mean so each footprint matches its spot.
 
-    ``mean``, ``std``: ``(G, H, W)`` of some genes; ``coverage``: ``(spots, H*W)`` with rows
-    summing to one; ``target``: ``(spots, G)`` counts. Returns the corrected mean and std and
-    the summed absolute error of the footprints against the target.
+    Multiplicative on the counts plus ``pseudo`` (counts over a footprint), the spots' factors
+    blended by ``spread``, as ``model.FootprintProjection``. ``mean``, ``std``: ``(G, H, W)`` of some genes;
+    ``coverage``: ``(spots, H*W)`` with rows summing to one; ``target``: ``(spots, G)`` counts.
+    Returns the corrected mean and std and the summed absolute error of the footprints against
+    the target.
     """
     from ..model._consistency import MAX_LOG_STEP
 
     g, h, w = mean.shape
-    m = np.maximum(mean.reshape(g, h * w).T, floor)  # (HW, G)
+    m = np.maximum(mean.reshape(g, h * w).T, 0)  # (HW, G)
     s = std.reshape(g, h * w).T
+    log_target = np.log(np.maximum(target, 0) + pseudo)
     for _ in range(iters):
-        fp = coverage @ m
-        ratio = np.clip(np.log(target + floor) - np.log(fp + floor), -MAX_LOG_STEP, MAX_LOG_STEP)
-        f = np.exp(np.clip(spread @ ratio, -MAX_LOG_STEP, MAX_LOG_STEP))
-        m, s = m * f, s * f
+        ratio = np.clip(log_target - np.log(coverage @ m + pseudo), -MAX_LOG_STEP, MAX_LOG_STEP)
+        # the spots' factors blended by the spread's weights (1 where no spot is near)
+        f = np.clip(1 + spread @ np.expm1(ratio), np.exp(-MAX_LOG_STEP), np.exp(MAX_LOG_STEP))
+        m, s = np.maximum((m + pseudo) * f - pseudo, 0), s * f
     err = float(np.abs(coverage @ m - target).sum())
     return m.T.reshape(g, h, w), s.T.reshape(g, h, w), err
 
