@@ -22,8 +22,8 @@ class FootprintProjection:
     pixels outside any footprint are corrected like their neighbours. With
     ``pseudo`` the density of one count over a footprint, ratios below the counts' resolution
     are not taken literally: where the map put two counts of a gene over a spot that measured
-    none, the spot's cell is scaled by one count in three (its footprint's mean still drops to
-    zero), not by the literal ratio of nothing to two, which would also wipe out the pixels of
+    none, the spot's cell is scaled by one count in three (and its footprint's mean drops to
+    zero over the rounds), not by the literal ratio of nothing to two, which would also wipe out the pixels of
     a neighbour's footprint that reach into the cell.
 
     Parameters
@@ -87,9 +87,9 @@ class FootprintProjection:
             log_ratio = self.log_target.T.unsqueeze(0) - torch.log(means + p)
             # the spots' factors blended by the spread (1 where no spot is near); the clamps
             # keep one round from amplifying pixels far from every footprint
-            f = 1 + torch.expm1(log_ratio.clamp(-MAX_LOG_STEP, MAX_LOG_STEP)) @ self.spread.T
-            v = ((v + p) * f.clamp(math.exp(-MAX_LOG_STEP), math.exp(MAX_LOG_STEP)) - p)
-            v = v.clamp_min(0)
+            d = torch.expm1(log_ratio.clamp(-MAX_LOG_STEP, MAX_LOG_STEP)) @ self.spread.T
+            d = d.clamp(math.expm1(-MAX_LOG_STEP), math.expm1(MAX_LOG_STEP))  # factor - 1
+            v = (v + (v + p) * d).clamp_min(0)  # (v + p) * factor - p
         return self.to_model(v).reshape(n, g, h, w)
 
     def relative_error(self, z: torch.Tensor) -> torch.Tensor:

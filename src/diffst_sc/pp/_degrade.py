@@ -49,8 +49,9 @@ def degrade(
     mode
         ``"square"``: a square array (legacy ST): the spot at array position (x, y) goes to block
         (x // factor, y // factor); a table without array positions gets those of the lattice
-        its centres form or, off any regular lattice (jittered centres), of square bins one
-        spot spacing wide, so that blocks group the spots nearest one another. ``"hex"``: Visium's hexagonal lattice (``array_row``,
+        its centres form or, off any regular lattice (jittered centres), of square bins of
+        the area each spot has to itself, so that blocks group the spots nearest one another.
+        ``"hex"``: Visium's hexagonal lattice (``array_row``,
         ``array_col``): hexagons of ``factor - 1`` rings (``factor=2``: a spot and its 6
         neighbours). ``"transcripts"``: bin transcripts into ``hr_pixel_um`` pixels (truth) and
         count them in ``spot_diameter_um`` discs on a ``spot_spacing_um`` hexagonal lattice
@@ -186,17 +187,20 @@ def area_per_spot(centres: np.ndarray) -> float:
     Only the cells enclosed by other spots count, so the tissue's edge does not inflate it; it
     is the lattice's cell on any regular lattice, and the mean spacing squared on jittered ones.
     """
-    from scipy.spatial import Voronoi
+    from scipy.spatial import QhullError, Voronoi
 
-    vor = Voronoi(centres)
+    from ..io._view import spot_spacing
+
+    try:
+        vor = Voronoi(centres)
+    except QhullError:  # e.g. all centres on one line: the nearest-neighbour spacing squared
+        return spot_spacing(centres) ** 2
     areas = []
     for region in (vor.regions[i] for i in vor.point_region):
         if region and -1 not in region:
             x, y = vor.vertices[region].T
             areas.append(0.5 * abs(x @ np.roll(y, 1) - y @ np.roll(x, 1)))
-    if not areas:  # too few spots to enclose any: the nearest-neighbour spacing squared
-        from ..io._view import spot_spacing
-
+    if not areas:  # too few spots to enclose any
         return spot_spacing(centres) ** 2
     return float(np.median(areas))
 
@@ -210,9 +214,10 @@ def _is_regular(centres_px: np.ndarray, spacing: float) -> bool:
 
 
 def infer_array_positions(centres_px: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Array (row, col) of spots from their centres, for tables that do not record them.
+    """Array (row, col) of spots on a regular lattice from their centres.
 
-    The lattice is taken as aligned with the image axes (as legacy ST and Visium slides are).
+    For tables that do not record them; :func:`spot_positions` checks that the lattice is
+    regular before it calls this. The lattice is taken as aligned with the image axes (as legacy ST and Visium slides are).
     A hexagonal lattice (six neighbours) gets Visium's doubled column layout, so that
     ``(row + col)`` has one parity; a square one gets plain indices.
 
@@ -228,11 +233,6 @@ def infer_array_positions(centres_px: np.ndarray) -> tuple[np.ndarray, np.ndarra
     from ..io._view import spot_spacing
 
     spacing = spot_spacing(centres_px)
-    if not _is_regular(centres_px, spacing):
-        raise ValueError("The table has no array positions (array_row/array_col) and its spots "
-                         "are not on a regular lattice, so array positions cannot be inferred. "
-                         "Add them to table.obs, or let ds.pp.degrade group the spots by their "
-                         "centres (mode='square').")
     tree = cKDTree(centres_px)
     n_nb = np.array([len(p) - 1 for p in tree.query_ball_point(centres_px, 1.2 * spacing)])
     is_hex = bool(np.median(n_nb[n_nb > 0]) > 4) if (n_nb > 0).any() else False

@@ -9,6 +9,7 @@ measured spot, a pseudo-spot and a grid pixel, in training and in inference alik
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,7 @@ def _hed(rgb: np.ndarray) -> np.ndarray:
 _N_COLOUR = 23
 
 
-def _rgb_quantities(x: np.ndarray, hed: np.ndarray):
+def _rgb_quantities(x: np.ndarray, hed: np.ndarray) -> Iterator[np.ndarray]:
     """RGB ``(3, h, w)`` in [0, 1] and its ``rgb2hed`` to the 23 per-pixel colour quantities.
 
     Yields them one ``(h, w)`` map at a time, so that a caller averaging each into working
@@ -163,7 +164,7 @@ def stain_quantities(rgb: np.ndarray, origin_px: tuple[float, float], base_px: f
         Working pixel size (a multiple of :data:`BASE_UM`).
     strip_pixels
         About how many pixels are processed at a time (bounds the memory of the float copies,
-        about 150 bytes per pixel, on a window of any width).
+        under 100 bytes per pixel, on a window of any width).
     threshold
         Hematoxylin level of nuclei (:func:`nuclear_threshold`); by default the window's own.
 
@@ -208,9 +209,10 @@ def _disc_kernel(radius: float) -> np.ndarray:
     return k / 16
 
 
-#: Fewest working pixels a disc's radius spans: larger discs are read on working pixels
-#: coarsened by whole factors to about this, which costs a disc of any size the same and
-#: changes its mean by a fraction of a pixel's worth at its rim.
+#: Working pixels a disc's radius spans at least: a disc of twice as many or more is read on
+#: working pixels coarsened by the whole factor that brings it to 6-12, which costs a disc of
+#: any size about the same and softens its rim by up to a sixth of its radius (her2st quality
+#: unchanged: single-section mean wPCC 0.423 before and after).
 DISC_RADIUS_PIXELS = 6
 
 
@@ -219,8 +221,8 @@ def disc_means(q: StainQuantities, centres_px: np.ndarray, radius_um: float) -> 
 
     The image window's edge is handled by normalised convolution: a disc partly outside the
     window averages what is inside. A disc wider than :data:`DISC_RADIUS_PIXELS` working pixels
-    is read on working pixels coarsened by a whole factor (block means), so that its kernel
-    stays about that size.
+    is read on working pixels coarsened by a whole factor (block means) when its radius spans
+    twice that or more, so that its kernel stays about that size.
     """
     from scipy import ndimage
     from scipy.signal import fftconvolve

@@ -103,7 +103,7 @@ def descriptor_maps(view, grid: Grid, radius_um: float, *,
 
     The H&E is read at 1 um per pixel, in bands of grid rows of about ``band_um2`` square
     micrometres each (with the widest disc's reach above and below) when the section is larger,
-    so that memory is bounded by a band on any slide; a her2st section is one band. The
+    so that memory is bounded by a band on any slide (a her2st section is one or two). The
     nuclear threshold is the whole section's in either case.
     """
     pixel_um = working_pixel_um(radius_um, SCALES)

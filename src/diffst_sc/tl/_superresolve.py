@@ -261,12 +261,12 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     smp = make_sampler(sampler, model.diffusion, steps)
     mu, sd = torch.from_numpy(scaler.mu).to(device), torch.from_numpy(scaler.sd).to(device)
     tiles = [(i, j) for i in _tiles(h, size, overlap) for j in _tiles(w, size, overlap)]
+    pseudo = PSEUDO_COUNT / scaler.counts_per_unit(area)  # one count per footprint, as density
     for n, (i, j) in enumerate(tqdm(tiles, desc="super-resolving", unit="tile",
                                     disable=not progress)):
         blender.flush(i)  # rows above this tile's are reached by no later tile
         rng = np.random.default_rng([seed, n])
-        proj = _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device,
-                                PSEUDO_COUNT / scaler.counts_per_unit(area))
+        proj = _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device, pseudo)
         with torch.no_grad():
             if not model.deep:  # the histology path alone: its base map, projected
                 lr = _pad_to(arrays.lr, i, j, size, size).astype(np.float32, copy=False)
@@ -403,8 +403,8 @@ def _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device, pseu
 def _project_global(mean, std, coverage, spread, target, pseudo, iters: int = 8):
     """Final correction of the blended mean so each footprint matches its spot.
 
-    Multiplicative on the counts plus ``pseudo`` (counts over a footprint), the spots' factors
-    blended by ``spread``, as ``model.FootprintProjection``. ``mean``, ``std``: ``(G, H, W)`` of some genes;
+    Multiplicative on the counts plus ``pseudo`` (counts over a footprint), the spots'
+    factors blended by ``spread``, as ``model.FootprintProjection``. ``mean``, ``std``: ``(G, H, W)`` of some genes;
     ``coverage``: ``(spots, H*W)`` with rows summing to one; ``target``: ``(spots, G)`` counts.
     Returns the corrected mean and std and the summed absolute error of the footprints against
     the target.
@@ -417,9 +417,9 @@ def _project_global(mean, std, coverage, spread, target, pseudo, iters: int = 8)
     log_target = np.log(np.maximum(target, 0) + pseudo)
     for _ in range(iters):
         ratio = np.clip(log_target - np.log(coverage @ m + pseudo), -MAX_LOG_STEP, MAX_LOG_STEP)
-        # the spots' factors blended by the spread's weights (1 where no spot is near)
-        f = np.clip(1 + spread @ np.expm1(ratio), np.exp(-MAX_LOG_STEP), np.exp(MAX_LOG_STEP))
-        m, s = np.maximum((m + pseudo) * f - pseudo, 0), s * f
+        # the spots' factors, less 1, blended by the spread's weights (0 where no spot is near)
+        d = np.clip(spread @ np.expm1(ratio), np.expm1(-MAX_LOG_STEP), np.expm1(MAX_LOG_STEP))
+        m, s = np.maximum(m + (m + pseudo) * d, 0), s * (1 + d)
     err = float(np.abs(coverage @ m - target).sum())
     return m.T.reshape(g, h, w), s.T.reshape(g, h, w), err
 
