@@ -412,14 +412,17 @@ def _project_global(mean, std, coverage, spread, target, pseudo, iters: int = 8)
     from ..model._consistency import MAX_LOG_STEP
 
     g, h, w = mean.shape
-    m = np.maximum(mean.reshape(g, h * w).T, 0)  # (HW, G)
+    # A pixel stays above 0, which marks the outside of the tissue in the layers: a millionth
+    # of the pseudo-count, which leaves the consistency as it is.
+    least = 1e-6 * pseudo
+    m = np.maximum(mean.reshape(g, h * w).T, least)  # (HW, G)
     s = std.reshape(g, h * w).T
     log_target = np.log(np.maximum(target, 0) + pseudo)
     for _ in range(iters):
         ratio = np.clip(log_target - np.log(coverage @ m + pseudo), -MAX_LOG_STEP, MAX_LOG_STEP)
         # the spots' factors, less 1, blended by the spread's weights (0 where no spot is near)
         d = np.clip(spread @ np.expm1(ratio), np.expm1(-MAX_LOG_STEP), np.expm1(MAX_LOG_STEP))
-        m, s = np.maximum(m + (m + pseudo) * d, 0), s * (1 + d)
+        m, s = np.maximum(m + (m + pseudo) * d, least), s * (1 + d)
     err = float(np.abs(coverage @ m - target).sum())
     return m.T.reshape(g, h, w), s.T.reshape(g, h, w), err
 
