@@ -100,19 +100,24 @@ def test_projection_makes_footprint_means_match():
 def test_a_spot_without_counts_does_not_wipe_out_its_neighbours_pixels():
     # spot 0 measured nothing (pixels 0-1); pixel 2 lies in its cell but outside its footprint,
     # in a region the neighbouring spot 1 (pixels 3-4, 40 counts) predicts high
-    cov = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 1.0]])
-    spread = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    # pixel 5 lies on the border of the two cells (half of each spot's correction)
+    cov = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]])
+    spread = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0],
+                           [0.5, 0.5]])
     target = torch.tensor([[0.0], [40.0]])
     mu, sd = torch.tensor([0.0]), torch.tensor([1.0])
-    z = torch.log1p(torch.tensor([[[[2.0, 2.0, 30.0, 40.0, 40.0]]]]))
+    z = torch.log1p(torch.tensor([[[[2.0, 2.0, 30.0, 40.0, 40.0, 30.0]]]]))
     one_count = FootprintProjection(cov, spread, target, mu, sd, iters=8, pseudo=1.0)
     literal = FootprintProjection(cov, spread, target, mu, sd, iters=8, pseudo=1e-3)
-    v1 = one_count.to_density(one_count(z).reshape(1, 1, 5))[0, 0]
-    v0 = literal.to_density(literal(z).reshape(1, 1, 5))[0, 0]
+    v1 = one_count.to_density(one_count(z).reshape(1, 1, 6))[0, 0]
+    v0 = literal.to_density(literal(z).reshape(1, 1, 6))[0, 0]
     for v in (v0, v1):  # both reproduce the spots
-        assert float(v[:2].mean()) < 0.05 and abs(float(v[3:].mean()) - 40) < 0.5
+        assert float(v[:2].mean()) < 0.05 and abs(float(v[3:5].mean()) - 40) < 0.5
     # the literal ratio (0 / 2 counts) scales the bordering pixel to almost nothing too
     assert float(v0[2]) < 0.1 < 5.0 < float(v1[2])
+    # on the border the spots' factors (1/3 and 1) are blended, not their logs: (30 + 1) * 2/3 - 1
+    # (a blend in log space would give (30 + 1) * 3 ** -0.5 - 1 = 16.9)
+    assert float(v1[5]) == pytest.approx(31 * 2 / 3 - 1, rel=0.02)
 
 
 def test_projection_lifts_empty_footprints_without_blowing_up_neighbours():

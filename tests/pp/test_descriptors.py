@@ -7,6 +7,8 @@ import pytest
 
 from diffst_sc.pp._descriptors import (
     DESCRIPTOR_NAMES,
+    StainQuantities,
+    disc_means,
     histology_descriptors,
     section_quantities,
     stain_quantities,
@@ -44,6 +46,18 @@ def test_nuclei_are_counted_per_area():
     assert per_1000 * np.pi * 100**2 / 1000 == pytest.approx(n_in, rel=0.15)
     assert d[0, _col("large_nuclei_per_1000um2")] == pytest.approx(per_1000, rel=1e-6)
     assert d.shape == (1, len(DESCRIPTOR_NAMES))
+
+
+@pytest.mark.parametrize("radius_um", [5.0, 40.0, 150.0])  # working pixels as they are, 4x, 15x
+def test_disc_means_are_centred_on_small_and_coarsened_discs(radius_um):
+    # A linear ramp: a disc's mean is the ramp at its centre, so any offset of the disc shows.
+    h, w = 700, 800
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    q = StainQuantities(np.stack([xx, yy]), origin_px=(10.0, 20.0), pixel_px=2.0, pixel_um=1.0)
+    want = np.array([[300.3, 250.8], [420.0, 399.6], [500.5, 333.3]])  # working (col, row)
+    centres = (10.0, 20.0) + 2.0 * (want + 0.5)  # (x, y) in image pixels, discs inside
+    got = disc_means(q, centres, radius_um)
+    np.testing.assert_allclose(got, want, atol=0.05 * max(1.0, radius_um / 6))
 
 
 def test_rejects_a_float_image():
