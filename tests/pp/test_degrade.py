@@ -42,6 +42,25 @@ def test_square_blocks_are_the_benchmark_rule(c2_lr, her2st_c2_or_demo_dir):
     assert lr.uns["diffst_degrade"]["mode"] == "square"
 
 
+def test_blocks_cut_by_the_tissue_edge_record_what_share_they_measured(c2_lr):
+    lr = c2_lr.tables["table"]
+    n = lr.obs["n_spots"].to_numpy()
+    assert (n < 4).any() and (n == 4).any()  # C2 has blocks cut by its edge
+    np.testing.assert_allclose(lr.obs["diffst_measured_fraction"].to_numpy(), n / 4)
+    view = ds.io.section_view(c2_lr)
+    np.testing.assert_allclose(view.footprint_library_sizes() * n / 4, view.library_sizes(),
+                               rtol=1e-6)
+    # degraded again, each block measured the shares of its pseudo-spots (of 16 spots)
+    llr = ds.pp.degrade(c2_lr, mode="square", factor=2).tables["table"]
+    lr_spot = c2_lr.tables["table"].obs
+    parent = pd.Series(np.arange(lr.n_obs)).groupby(
+        [lr_spot["array_row"].to_numpy() // 2, lr_spot["array_col"].to_numpy() // 2])
+    measured = {k: n[v.to_numpy()].sum() / 16 for k, v in parent}
+    want = [measured[(r, c)] for r, c in zip(llr.obs["array_row"], llr.obs["array_col"],
+                                            strict=True)]
+    np.testing.assert_allclose(llr.obs["diffst_measured_fraction"].to_numpy(), want)
+
+
 def test_square_lr_totals_equal_hr_totals_per_block(c2_lr, her2st_c2_or_demo):
     lr, hr = c2_lr.tables["table"], c2_lr.tables["hr_table"]
     assert hr.n_obs == 187 and list(hr.var_names) == list(lr.var_names)

@@ -44,6 +44,26 @@ def test_demo_section_flags_its_two_empty_spots_and_records_them():
     assert table.obs["below_half"].dtype == bool
 
 
+def test_a_pseudo_spot_cut_by_the_tissue_edge_is_judged_by_what_it_measured(her2st_dir,
+                                                                            bench_genes):
+    """her2st B4 at 2 x 2: block (15, 7) holds one spot of 546 counts, against 4-spot
+    neighbours of thousands; per measured spot it is like them, so it is no failed capture."""
+    lr = ds.pp.degrade(ds.io.read_legacy_st(her2st_dir / "B4"), mode="square", factor=2,
+                       genes=bench_genes)
+    table = lr.tables["table"]
+    ds.pp.flag_low_count_spots(lr)
+    assert table.uns["diffst_low_counts"]["n_flagged"] == 0
+    edge = table.obs.loc["lr_15_7"]
+    assert edge["n_spots"] == 1 and edge["diffst_library_size"] < 600
+    # judged by its counts over the whole disc, as before, it would be flagged
+    del table.obs["diffst_measured_fraction"]
+    ds.pp.flag_low_count_spots(lr)
+    assert table.obs_names[table.obs["diffst_low_counts"].to_numpy()].tolist() == ["lr_15_7"]
+    table.obs["diffst_measured_fraction"] = 0.0
+    with pytest.raises(ValueError, match="must be positive"):
+        ds.pp.flag_low_count_spots(lr)
+
+
 def test_anndata_with_spatial_coordinates():
     centres = _lattice(6)
     counts = np.full((len(centres), 3), 1000.0)

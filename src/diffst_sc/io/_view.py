@@ -16,6 +16,11 @@ SECTION_UNS_KEY = "diffst_section"
 #: ``obs`` column with each spot's counts over all genes, where a table holds only some genes
 #: (``pp.degrade``'s tables, and the training copies ``fit`` makes of a section's model genes).
 LIBRARY_KEY = "diffst_library_size"
+#: ``obs`` column of ``pp.degrade``'s pseudo-spots: the measured spots their counts sum, over
+#: those of a full block. A block cut by the tissue's edge measured only part of its footprint
+#: (below 1); a block of spots grouped by bins may hold more than a full block's (above 1). A
+#: table without the column measured every footprint whole.
+MEASURED_KEY = "diffst_measured_fraction"
 #: Visium's spot diameter, used when Space Ranger scale factors are present.
 VISIUM_SPOT_DIAMETER_UM = 55.0
 #: Visium's centre-to-centre spot distance. Space Ranger's ``spot_diameter_fullres`` is that of a
@@ -107,6 +112,24 @@ class SectionView:
         """``(n_spots,)`` each spot's counts over all genes (see :func:`library_sizes`)."""
         return library_sizes(self.adata, self.layer)
 
+    @property
+    def measured_fraction(self) -> np.ndarray:
+        """``(n_spots,)`` the share of each footprint that was measured (:data:`MEASURED_KEY`)."""
+        return measured_fraction(self.adata)
+
+    def footprint_expression(self, genes: list[str] | None = None) -> np.ndarray:
+        """:meth:`expression` over each whole footprint: counts over its measured share.
+
+        What the model reads: a pseudo-spot of a block cut by the tissue's edge summed fewer
+        measured spots than its disc holds, and its counts, taken over the whole disc, would
+        make the tissue's edge look several times poorer than it is.
+        """
+        return self.expression(genes) / self.measured_fraction[:, None]
+
+    def footprint_library_sizes(self) -> np.ndarray:
+        """:meth:`library_sizes` over each whole footprint (see :meth:`footprint_expression`)."""
+        return self.library_sizes() / self.measured_fraction
+
     def image_at(self, microns_per_pixel: float,
                  bbox_px: tuple[float, float, float, float] | None = None,
                  dtype=np.float32) -> np.ndarray:
@@ -119,6 +142,18 @@ class SectionView:
 
         return resample_image(self.image_scales or [self.image], self.microns_per_pixel,
                               microns_per_pixel, bbox_px, dtype=dtype)
+
+
+def measured_fraction(adata) -> np.ndarray:
+    """``(n_obs,)`` ``obs[MEASURED_KEY]`` where the table records it (positive), else ones."""
+    if MEASURED_KEY not in adata.obs.columns:
+        return np.ones(adata.n_obs)
+    f = adata.obs[MEASURED_KEY].to_numpy(np.float64)
+    if not np.all(np.isfinite(f) & (f > 0)):
+        raise ValueError(f"obs[{MEASURED_KEY!r}] must be positive (the share of each footprint "
+                         "that its counts measured); drop the column to treat every footprint "
+                         "as measured whole.")
+    return f
 
 
 def library_sizes(adata, layer: str | None = None) -> np.ndarray:

@@ -267,6 +267,7 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
 
     from ..io._view import (
         LIBRARY_KEY,
+        MEASURED_KEY,
         _centres_and_diameter,
         _order_like_table,
         _pick_table,
@@ -335,7 +336,8 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
     }
     obs = pd.DataFrame(
         {"array_row": blocks[:, 0], "array_col": blocks[:, 1], "n_spots": n_per.astype(int),
-         LIBRARY_KEY: assign @ library},
+         LIBRARY_KEY: assign @ library,
+         MEASURED_KEY: (assign @ view.measured_fraction) / n_children},
         index=[f"lr_{r}_{c}" for r, c in blocks],
     )
     lr_table = _lr_table(lr_counts, genes, adata.var.iloc[gidx], obs, centres_px, meta,

@@ -7,7 +7,10 @@ similar tissue, and on the her2st sections a spot's library size differs from th
 A tenth of the neighbours' median is 2.3 log units below it, more than 4 such deviations, and
 it falls in a gap: the spots below it have 0-3% of their neighbours' counts, the next ones 14% or
 more. Regions where all spots are low (stroma, fat) are not flagged, since each spot there is
-compared with neighbours that are low too.
+compared with neighbours that are low too. A pseudo-spot of ``pp.degrade`` is judged by its
+counts over its whole footprint (``SectionView.footprint_library_sizes``): at the tissue's edge
+a block of one spot has a quarter of its full neighbours' counts by construction, not because a
+capture failed.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def flag_low_count_spots(
     spot is low has low neighbours (only a spot at the corner of a region more than ten times
     lower than its surroundings, where most neighbours lie outside, would be flagged; on the
     her2st sections the flagged spots have 0-3% of their neighbours' counts and the next ones
-    14% or more). :func:`diffst_sc.tl.superresolve` and
+    14% or more). Pseudo-spots made by :func:`diffst_sc.pp.degrade` are compared by their
+    counts over the measured share of their footprint (``obs["diffst_measured_fraction"]``),
+    so that a block cut by the tissue's edge is not taken for a failed capture. :func:`diffst_sc.tl.superresolve` and
     :func:`diffst_sc.tl.fit` treat flagged spots as missing (see ``missing_key`` there).
 
     Parameters
@@ -81,9 +86,9 @@ def flag_low_count_spots(
     _check_rule(fraction, n_neighbors)
     adata = resolve_table(data, table_key)
     layer = counts_layer(adata, layer)
-    from ..io._view import library_sizes
+    from ..io._view import library_sizes, measured_fraction
 
-    totals = library_sizes(adata, layer)
+    totals = library_sizes(adata, layer) / measured_fraction(adata)
     flags = low_count_spots(totals, _spot_positions(data, adata), fraction=fraction,
                             n_neighbors=n_neighbors)
     write_flags(adata, flags, key_added, fraction=fraction, n_neighbors=n_neighbors, layer=layer)
@@ -148,7 +153,7 @@ def spots_to_skip(view, key: str | None) -> np.ndarray:
                              f"ds.pp.flag_low_count_spots(sdata, key_added={key!r}), or pass "
                              "missing_key=None to use every spot.")
         return col.to_numpy(bool)
-    flags = low_count_spots(view.library_sizes(), view.centres_px)
+    flags = low_count_spots(view.footprint_library_sizes(), view.centres_px)
     write_flags(view.adata, flags, key, fraction=DEFAULT_FRACTION,
                 n_neighbors=DEFAULT_NEIGHBORS, layer=view.layer)
     return flags

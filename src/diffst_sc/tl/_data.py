@@ -69,7 +69,8 @@ def disc_area_um2(view: SectionView) -> float:
 
 def scaler_for(view: SectionView, genes: list[str]) -> ExpressionScaler:
     """The expression scaler of a section's input spots."""
-    return ExpressionScaler.fit(view.expression(genes), view.library_sizes(), disc_area_um2(view))
+    return ExpressionScaler.fit(view.footprint_expression(genes), view.footprint_library_sizes(),
+                                disc_area_um2(view))
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def path_rows(lr_views: list[SectionView], hr_view: SectionView, genes: list[str
     descriptors = descriptor_maps(first, grid, hr_view.spot_diameter_um / 2)
     footprints = normalised_rows(coverage_matrix(hr_view.centres_px, hr_view.diameter_px,
                                                  grid).tocsr())
-    z_hr = scaler.to_model(hr_view.expression(genes), disc_area_um2(hr_view))
+    z_hr = scaler.to_model(hr_view.footprint_expression(genes), disc_area_um2(hr_view))
     rows = []
     for view in lr_views:
         lr = _interpolated(view, genes, scaler, grid)[0]  # the path reads no mask
@@ -155,7 +156,7 @@ def path_rows(lr_views: list[SectionView], hr_view: SectionView, genes: list[str
 
 def _interpolated(view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid):
     """The input spots' expression (model units) spread onto the grid, and the spread's weights."""
-    z = scaler.to_model(view.expression(genes), disc_area_um2(view))
+    z = scaler.to_model(view.footprint_expression(genes), disc_area_um2(view))
     w = gaussian_weights(view.centres_px, grid, sigma_px=view.spacing_px / 2)
     return spread_values(z, w, grid)[0], w
 
@@ -183,7 +184,7 @@ def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: li
     scaler = scaler_for(first, genes)
     grid = pair_grid(first, hr_view, spec)
     base = condition_arrays(first, genes, scaler, grid, spec)
-    z_hr = scaler.to_model(hr_view.expression(genes), disc_area_um2(hr_view))
+    z_hr = scaler.to_model(hr_view.footprint_expression(genes), disc_area_um2(hr_view))
     # The target is known inside the HR footprints; a narrow kernel fills their pixels.
     sigma = max(hr_view.diameter_px / 2, grid.pixel / 2)
     w = gaussian_weights(hr_view.centres_px, grid, sigma_px=sigma)

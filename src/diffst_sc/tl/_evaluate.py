@@ -93,6 +93,8 @@ def evaluate(
     """
     from scipy.stats import norm
 
+    from ..io._view import measured_fraction
+
     if not 0 < interval < 1:
         raise ValueError(f"`interval` is a probability in (0, 1), not {interval!r}.")
     if key not in sdata.images:
@@ -114,7 +116,9 @@ def evaluate(
     lr_counts = _expression(lr, genes)
     layer, layer_to_cs = _computed_layer(sdata, key, cs, genes)
     lr_means = footprint_means(layer, layer_to_cs, lr_centres, lr_diameter)
-    consistency = consistency_error(lr_means, lr_counts)
+    # The layer holds counts over whole footprints: a block cut by the tissue's edge measured
+    # only part of its own (``SectionView.footprint_expression``).
+    consistency = consistency_error(lr_means, lr_counts / measured_fraction(lr)[:, None])
 
     hr = sdata.tables[truth]
     if LR_SPOT_KEY not in hr.obs:

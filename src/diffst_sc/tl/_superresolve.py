@@ -45,7 +45,10 @@ def superresolve(
     training pairs), both placed exactly over the H&E in the section's coordinate system. Values
     are in the table's units per spot footprint: averaging the layer over a measured spot gives
     that spot's expression (every sampling step is projected onto that constraint; the remaining
-    relative error is stored in ``table.uns[key_added]["consistency_error"]``). Pixels outside
+    relative error is stored in ``table.uns[key_added]["consistency_error"]``). A pseudo-spot of
+    :func:`diffst_sc.pp.degrade` that sums only some of its block's spots (at the tissue's edge)
+    measured that share of its disc (``obs["diffst_measured_fraction"]``): the layer holds its
+    counts over the whole disc, its expression divided by that share. Pixels outside
     the tissue (neither on the H&E's tissue near a spot nor inside a spot's footprint) take
     ``outside_tissue`` in both layers: 0 by default (every pixel on the tissue is positive, so
     0 marks the outside), or NaN, which matplotlib, napari and xarray draw as transparent. The
@@ -234,7 +237,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     if path is not None:
         apply_path(arrays, path, measured, grid, path.radius_um(measured))
     area = disc_area_um2(view)
-    target = scaler.density(measured.expression(genes), area)
+    target = scaler.density(measured.footprint_expression(genes), area)
     # Every spot's footprint on the grid, once; the constraint uses the measured spots' rows.
     cov_all = coverage_matrix(view.centres_px, view.diameter_px, grid).tocsr()
     cov_rows = cov_all if measured is view else cov_all[~np.asarray(missing, bool)]
