@@ -1,9 +1,11 @@
 """The low-capacity path: how far the fine map departs from the interpolated spots, from the H&E.
 
 Its inputs at each grid pixel are deviations from what the spots already say: the histology
-descriptors (``pp._descriptors``) of the disc around the pixel, minus those descriptors averaged
-over the spot footprints and interpolated like the expression; and the interpolated expression
-of every gene minus its own footprint averages, interpolated again. A ridge regression, fitted
+descriptors (``pp._descriptors``) of the discs around the pixel minus their mean over the
+pixel's cell (the input spot it lies nearest to); and each gene's interpolated expression minus
+its cell mean, an input only that gene's output sees. (Subtracting instead the descriptors'
+footprint means interpolated like the expression, on her2st: 0.439 against 0.441 at the
+footprints.) A ridge regression, fitted
 in closed form on the training pairs, maps them to the deviation of the target from the
 interpolated expression. Its prediction, added to the interpolated expression, is the *base*
 map the deep network refines: the network sees the base as its expression condition and learns
