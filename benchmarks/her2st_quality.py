@@ -391,7 +391,9 @@ def markdown(record: dict, single: dict | None = None) -> str:
         "disc; `ridge-histology`: those over discs of 0.5, 1 and 1.5 radii plus nuclear "
         "densities) learn within-block deviations on the section's pseudo-spots summed once "
         "more (single) or on the other sections' measured spots (across)",
-        "- consistency: the map averaged over each pseudo-spot against its counts "
+        "- consistency: the map averaged over each pseudo-spot against its counts over the "
+        "whole disc (a block cut by the tissue's edge: its counts over the share of a full "
+        "block's spots it sums, `obs['diffst_measured_fraction']`) "
         "(`uns['diffst']['consistency_error']`, 0 is exact); coverage: fraction of measured "
         "spots whose counts lie in mean +- 1.645 std, both read out over the spot's disc and "
         "rescaled like the mean (0.9 is calibrated); `diffst-regression` draws one "
