@@ -50,8 +50,9 @@ def flag_low_count_spots(
     her2st sections the flagged spots have 0-3% of their neighbours' counts and the next ones
     14% or more). Pseudo-spots made by :func:`diffst_sc.pp.degrade` are compared by their
     counts over the measured share of their footprint (``obs["diffst_measured_fraction"]``),
-    so that a block cut by the tissue's edge is not taken for a failed capture. :func:`diffst_sc.tl.superresolve` and
-    :func:`diffst_sc.tl.fit` treat flagged spots as missing (see ``missing_key`` there).
+    so that a block cut by the tissue's edge is not taken for a failed capture.
+    :func:`diffst_sc.tl.superresolve` and :func:`diffst_sc.tl.fit` treat flagged spots as
+    missing (see ``missing_key`` there).
 
     Parameters
     ----------
