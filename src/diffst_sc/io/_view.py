@@ -128,7 +128,7 @@ class SectionView:
 
     def footprint_library_sizes(self) -> np.ndarray:
         """:meth:`library_sizes` over each whole footprint (see :meth:`footprint_expression`)."""
-        return self.library_sizes() / self.measured_fraction
+        return footprint_library_sizes(self.adata, self.layer)
 
     def image_at(self, microns_per_pixel: float,
                  bbox_px: tuple[float, float, float, float] | None = None,
@@ -154,6 +154,11 @@ def measured_fraction(adata) -> np.ndarray:
                          "that its counts measured); drop the column to treat every footprint "
                          "as measured whole.")
     return f
+
+
+def footprint_library_sizes(adata, layer: str | None = None) -> np.ndarray:
+    """:func:`library_sizes` divided by :func:`measured_fraction`: counts over whole footprints."""
+    return library_sizes(adata, layer) / measured_fraction(adata)
 
 
 def library_sizes(adata, layer: str | None = None) -> np.ndarray:

@@ -19,12 +19,12 @@ class FootprintProjection:
     The correction is multiplicative on the density plus ``pseudo``, each pixel's factor the
     spots' factors blended by ``spread`` (a pixel between two spots takes a mix of their
     corrected maps, so that neither's extreme factor wipes out the other's share), so that
-    pixels outside any footprint are corrected like their neighbours. With
-    ``pseudo`` the density of one count over a footprint, ratios below the counts' resolution
-    are not taken literally: where the map put two counts of a gene over a spot that measured
-    none, the spot's cell is scaled by one count in three (and its footprint's mean drops to
-    zero over the rounds), not by the literal ratio of nothing to two, which would also wipe out the pixels of
-    a neighbour's footprint that reach into the cell.
+    pixels outside any footprint are corrected like their neighbours. With ``pseudo`` the
+    density of one count over a footprint, ratios below the counts' resolution are not taken
+    literally: where the map put two counts of a gene over a spot that measured none, the
+    spot's cell is scaled by one count in three (and its footprint's mean drops to zero over
+    the rounds), not by the literal ratio of nothing to two, which would also wipe out the
+    pixels of a neighbour's footprint that reach into the cell.
 
     Parameters
     ----------

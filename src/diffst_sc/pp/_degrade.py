@@ -51,12 +51,12 @@ def degrade(
         (x // factor, y // factor); a table without array positions gets those of the lattice
         its centres form or, off any regular lattice (jittered centres), of square bins of
         the area each spot has to itself, so that blocks group the spots nearest one another.
-        ``"hex"``: Visium's hexagonal lattice (``array_row``,
-        ``array_col``): hexagons of ``factor - 1`` rings (``factor=2``: a spot and its 6
-        neighbours). ``"transcripts"``: bin transcripts into ``hr_pixel_um`` pixels (truth) and
-        count them in ``spot_diameter_um`` discs on a ``spot_spacing_um`` hexagonal lattice
-        centred on the grid (discs whose centre is off the grid, or that hold no transcript,
-        are left out; transcripts off the grid, which covers the H&E, count for neither).
+        ``"hex"``: Visium's hexagonal lattice (``array_row``, ``array_col``): hexagons of
+        ``factor - 1`` rings (``factor=2``: a spot and its 6 neighbours). ``"transcripts"``:
+        bin transcripts into ``hr_pixel_um`` pixels (truth) and count them in
+        ``spot_diameter_um`` discs on a ``spot_spacing_um`` hexagonal lattice centred on the
+        grid (discs whose centre is off the grid, or that hold no transcript, are left out;
+        transcripts off the grid, which covers the H&E, count for neither).
         ``"auto"``: spots with array positions -> ``"hex"`` when all lie on one parity of
         ``array_row + array_col`` (Visium), else ``"square"``; otherwise transcripts when there
         are points, else spots placed by their centres (``"hex"`` on a hexagonal lattice).
@@ -217,9 +217,10 @@ def infer_array_positions(centres_px: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Array (row, col) of spots on a regular lattice from their centres.
 
     For tables that do not record them; :func:`spot_positions` checks that the lattice is
-    regular before it calls this. The lattice is taken as aligned with the image axes (as legacy ST and Visium slides are).
-    A hexagonal lattice (six neighbours) gets Visium's doubled column layout, so that
-    ``(row + col)`` has one parity; a square one gets plain indices.
+    regular before it calls this. The lattice is taken as aligned with the image axes (as
+    legacy ST and Visium slides are). A hexagonal lattice (six neighbours) gets Visium's
+    doubled column layout, so that ``(row + col)`` has one parity; a square one gets plain
+    indices.
 
     Returns
     -------

@@ -87,9 +87,9 @@ def flag_low_count_spots(
     _check_rule(fraction, n_neighbors)
     adata = resolve_table(data, table_key)
     layer = counts_layer(adata, layer)
-    from ..io._view import library_sizes, measured_fraction
+    from ..io._view import footprint_library_sizes
 
-    totals = library_sizes(adata, layer) / measured_fraction(adata)
+    totals = footprint_library_sizes(adata, layer)
     flags = low_count_spots(totals, _spot_positions(data, adata), fraction=fraction,
                             n_neighbors=n_neighbors)
     write_flags(adata, flags, key_added, fraction=fraction, n_neighbors=n_neighbors, layer=layer)

@@ -407,8 +407,9 @@ def _project_global(mean, std, coverage, spread, target, pseudo, iters: int = 8)
     """Final correction of the blended mean so each footprint matches its spot.
 
     Multiplicative on the counts plus ``pseudo`` (counts over a footprint), the spots'
-    factors blended by ``spread``, as ``model.FootprintProjection``. ``mean``, ``std``: ``(G, H, W)`` of some genes;
-    ``coverage``: ``(spots, H*W)`` with rows summing to one; ``target``: ``(spots, G)`` counts.
+    factors blended by ``spread``, as ``model.FootprintProjection``. ``mean``, ``std``:
+    ``(G, H, W)`` of some genes; ``coverage``: ``(spots, H*W)`` with rows summing to one;
+    ``target``: ``(spots, G)`` counts.
     Returns the corrected mean and std and the summed absolute error of the footprints against
     the target.
     """
