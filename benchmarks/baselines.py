@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 
 import diffst_sc as ds
-from diffst_sc.tl._metrics import (
+from diffst_sc.metrics import (
     block_means,
     expression_scores,
     gene_mean,
@@ -268,7 +268,7 @@ def histology_ridge(lr_sdata, genes: list[str], *, train=None, method: str = "ri
     numpy.ndarray
         ``(n_hr, n_genes)`` predicted counts.
     """
-    from diffst_sc.tl._ridge import Ridge
+    from diffst_sc.module import Ridge
 
     features = RIDGE_FEATURES[method]
     sec = DegradedSection.from_sdata(lr_sdata)

@@ -96,12 +96,12 @@ def load_section(data_dir: Path, name: str, he_um: float | None = None):
     import pandas as pd
     from PIL import Image
 
-    from diffst_sc.io._legacy_st import _pixels_per_array_step
+    from diffst_sc.io._legacy_st import pixels_per_array_step
 
     src = data_dir / name
     spots = pd.read_csv(src / "spots.tsv", sep="\t")
     # The reader's own estimate of the full image's pixel size (200 um ST spacing).
-    full_um = 200.0 / _pixels_per_array_step(spots[spots["selected"] == 1])
+    full_um = 200.0 / pixels_per_array_step(spots[spots["selected"] == 1])
     f = full_um / he_um
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}_{he_um:g}um_"))
     Image.MAX_IMAGE_PIXELS = None
@@ -174,7 +174,7 @@ def run_diffst(lr_sdata, train_sdatas, genes: list[str], *, preset: str = "cpu-s
     -------
     DiffSTPrediction
     """
-    from diffst_sc.tl._readout import layer_footprint_means
+    from diffst_sc._core import layer_footprint_means
 
     train = train_sdatas[0] if len(train_sdatas) == 1 else list(train_sdatas)
     t0 = time.perf_counter()

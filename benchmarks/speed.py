@@ -80,8 +80,7 @@ def tiled_section(section, k: int, *, he_downsample: int = 1, genes=None):
         ``array_col``), in coordinate system ``"<section>_x<k>"``.
     """
     import diffst_sc as ds
-    from diffst_sc.io._spatialdata import build_sdata
-    from diffst_sc.io._view import SECTION_UNS_KEY
+    from diffst_sc._core import SECTION_UNS_KEY, build_sdata
 
     if k < 1 or he_downsample < 1:
         raise ValueError(f"k ({k}) and he_downsample ({he_downsample}) must be >= 1.")
@@ -197,7 +196,7 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
     import torch
 
     import diffst_sc as ds
-    from diffst_sc.io._view import SECTION_UNS_KEY
+    from diffst_sc._core import SECTION_UNS_KEY
 
     t0 = time.perf_counter()
     base = ds.io.read_legacy_st(section_dir)

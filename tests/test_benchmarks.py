@@ -106,7 +106,8 @@ def test_targets_are_computed_from_the_numbers(hq, c2_results, bench_genes):
 
 
 def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypatch):
-    from diffst_sc.model import DiffusionConfig, NetConfig
+    from diffst_sc.module import NetConfig
+    from diffst_sc.schedulers import DiffusionConfig
 
     fields = {f.name for f in dataclasses.fields(NetConfig)} | {
         f.name for f in dataclasses.fields(DiffusionConfig)}

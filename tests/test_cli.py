@@ -84,7 +84,8 @@ def store(tmp_path_factory):
 @pytest.fixture
 def model_dir(tmp_path):
     """The folder of an untrained model over two demo genes."""
-    from diffst_sc.model import DiffusionConfig, preset
+    from diffst_sc.module import preset
+    from diffst_sc.schedulers import DiffusionConfig
 
     genes = ["ERBB2", "IGKC"]
     return str(ds.DiffST(genes, preset("cpu-small", 2), DiffusionConfig()).save(tmp_path / "m"))

@@ -19,7 +19,11 @@ API_PAGES = {
     "diffst_sc.tl": "tl.rst",
     "diffst_sc.pl": "pl.rst",
     "diffst_sc.datasets": "datasets.rst",
-    "diffst_sc.model": "model.rst",
+    "diffst_sc.model": "diffst.rst",
+    "diffst_sc.module": "module.rst",
+    "diffst_sc.schedulers": "schedulers.rst",
+    "diffst_sc.train": "train.rst",
+    "diffst_sc.metrics": "metrics.rst",
 }
 
 

@@ -265,7 +265,7 @@ def _superresolve(args) -> int:
 
     import diffst_sc as ds
 
-    from .io._checks import check_new_names
+    from ._core._checks import check_new_names
 
     check_new_names(args.key)
     model = ds.DiffST.load(args.model)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
+from diffst_sc._core import check_counts, warn_if_not_counts
 from diffst_sc.io import NotCountsWarning
-from diffst_sc.io._checks import check_counts, warn_if_not_counts
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +45,11 @@ def test_mouse_brain_from_anndata_with_its_full_resolution_image(mouse_brain):
 def test_xenium_crop_units_and_registration(xenium_sdata):
     from spatialdata.transformations import get_transformation
 
-    from diffst_sc.io._view import _affine
+    from diffst_sc._core import affine_matrix
 
     points = xenium_sdata.points["transcripts"]
-    a_pts = _affine(get_transformation(points, "global"))
-    a_he = _affine(get_transformation(xenium_sdata.images["he_image"], "global"))
+    a_pts = affine_matrix(get_transformation(points, "global"))
+    a_he = affine_matrix(get_transformation(xenium_sdata.images["he_image"], "global"))
     # transcripts are in micrometres; 'global' is in morphology pixels of 0.2125 um
     um_per_cs = 1 / np.sqrt(abs(np.linalg.det(a_pts[:2, :2])))
     assert um_per_cs == pytest.approx(0.2125, rel=1e-4)

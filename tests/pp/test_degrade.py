@@ -16,7 +16,7 @@ from spatialdata.transformations import get_transformation
 
 import diffst_sc as ds
 from conftest import jittered_section
-from diffst_sc.io._view import _affine
+from diffst_sc._core import affine_matrix
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_square_lr_totals_equal_hr_totals_per_block(c2_lr, her2st_c2_or_demo):
 def test_a_few_genes_keep_the_library_sizes_of_all(c2_lr, her2st_c2_or_demo):
     """Degrading some genes records every spot's counts over all genes, which normalise them."""
     from diffst_sc.io import section_view
-    from diffst_sc.tl._data import scaler_for
+    from diffst_sc.model._data import scaler_for
 
     src = her2st_c2_or_demo.tables["table"]
     genes = list(map(str, src.var_names[:5]))
@@ -118,7 +118,7 @@ def test_square_result_is_a_section(c2_lr, her2st_c2_or_demo):
 
 
 def test_spots_off_any_lattice_are_grouped_with_their_neighbours():
-    from diffst_sc.pp._degrade import area_per_spot, spot_positions
+    from diffst_sc._core import area_per_spot, spot_positions
 
     src = jittered_section(jitter=0.15)
     view = ds.io.section_view(src)
@@ -154,8 +154,8 @@ def test_degrade_leaves_the_input_alone(her2st_c2_or_demo):
     assert set(src.tables) == {"table"} and set(src.shapes) == {"spots"}
     set_transformation(lr.images["he"], Scale([2.0, 2.0], axes=("x", "y")), cs)
     set_transformation(lr.shapes["hr_spots"], Scale([2.0, 2.0], axes=("x", "y")), cs)
-    assert np.allclose(_affine(get_transformation(src.images["he"], cs)), np.eye(3))
-    assert np.allclose(_affine(get_transformation(src.shapes["spots"], cs)), np.eye(3))
+    assert np.allclose(affine_matrix(get_transformation(src.images["he"], cs)), np.eye(3))
+    assert np.allclose(affine_matrix(get_transformation(src.shapes["spots"], cs)), np.eye(3))
 
 
 def test_hex_on_visium(visium_tiny_dir):
@@ -235,13 +235,13 @@ def test_transcripts_on_the_xenium_crop(xenium_sdata):
     np.add.at(expected, (iy[names[inside] == g], ix[names[inside] == g]), 1)
     np.testing.assert_array_equal(hr_arr[gi], expected)
     # the image is placed exactly on the grid in the coordinate system
-    a = _affine(get_transformation(truth, "global"))
+    a = affine_matrix(get_transformation(truth, "global"))
     np.testing.assert_allclose(a @ [0, 0, 1], [*origin, 1])
     np.testing.assert_allclose(a @ [nx, ny, 1], [*(origin + pixel * np.array([nx, ny])), 1])
 
     # pseudo-spots hold exactly the transcripts (of the grid) inside their discs
     spots = out.shapes["spots"]
-    assert np.allclose(_affine(get_transformation(spots, "global")), np.eye(3))
+    assert np.allclose(affine_matrix(get_transformation(spots, "global")), np.eye(3))
     centres = np.c_[spots.geometry.x, spots.geometry.y]
     radius = spots["radius"].to_numpy()
     assert radius == pytest.approx(10.0 / 0.2125)
@@ -307,3 +307,42 @@ def test_transcripts_result_round_trips_through_zarr(xenium_sdata, tmp_path):
                                   out.tables["table"].X.toarray())
     assert back.tables["table"].uns["diffst_degrade"]["mode"] == "transcripts"
     assert ds.io.section_view(back).n_spots == out.tables["table"].n_obs
+
+
+def _assert_same_section(a, b):
+    """Two views of the same pseudo-spots: counts, library sizes, shares, geometry, pixel size."""
+    np.testing.assert_array_equal(a.expression(), b.expression())
+    np.testing.assert_array_equal(a.library_sizes(), b.library_sizes())
+    np.testing.assert_array_equal(a.measured_fraction, b.measured_fraction)
+    np.testing.assert_allclose(a.centres_px, b.centres_px, rtol=0, atol=1e-9)
+    assert a.diameter_px == pytest.approx(b.diameter_px, rel=1e-12)
+    assert a.microns_per_pixel == pytest.approx(b.microns_per_pixel, rel=1e-12)
+    assert list(a.adata.obs_names) == list(b.adata.obs_names)
+
+
+def test_arrays_coarsen_as_degrade_does_on_a_square_array(her2st_c2_or_demo):
+    """fit sums its pairs from arrays; they are the pseudo-spots pp.degrade writes."""
+    from diffst_sc.pp._degrade import coarsen_view
+
+    view = ds.io.section_view(her2st_c2_or_demo)
+    obs = view.adata.obs
+    row, col = obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int)
+    degraded = ds.io.section_view(ds.pp.degrade(her2st_c2_or_demo),
+                                  microns_per_pixel=view.microns_per_pixel)
+    _assert_same_section(coarsen_view(view, row, col, mode="square"), degraded)
+
+
+def test_arrays_coarsen_as_degrade_does_on_visium(visium_tiny_dir):
+    import spatialdata_io
+
+    from diffst_sc.pp._degrade import coarsen_view
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdata = spatialdata_io.visium(visium_tiny_dir, dataset_id="tiny")
+    view = ds.io.section_view(sdata, image_key="tiny_lowres_image")
+    obs = view.adata.obs
+    row, col = obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int)
+    degraded = ds.io.section_view(ds.pp.degrade(sdata, image_key="tiny_lowres_image"),
+                                  microns_per_pixel=view.microns_per_pixel)
+    _assert_same_section(coarsen_view(view, row, col, mode="hex"), degraded)

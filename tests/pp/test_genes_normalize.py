@@ -129,3 +129,19 @@ def test_normalize_writes_into_a_spatialdata_table(her2st_c2_or_demo):
     assert "norm100" in sdata.tables["table"].layers
     with pytest.raises(ValueError, match="overwrite the raw counts"):
         ds.pp.normalize(sdata, key_added="counts")
+
+
+def test_log1p_normalisation_is_scanpys(her2st_c2_or_demo):
+    """One log1p-normalisation, dense or sparse, equal to scanpy's normalize_total + log1p."""
+    import scanpy as sc
+
+    from diffst_sc.pp import log1p_normalize
+
+    counts = sp.csr_matrix(her2st_c2_or_demo.tables["table"].X[:, :300], dtype=np.float64)
+    ref = ad.AnnData(X=counts.copy())
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    kept = log1p_normalize(counts, dtype=np.float64, keep_sparse=True)
+    assert sp.issparse(kept)
+    np.testing.assert_allclose(kept.toarray(), ref.X.toarray(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(log1p_normalize(counts), ref.X.toarray(), rtol=1e-5, atol=1e-6)

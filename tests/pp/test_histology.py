@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
-from diffst_sc.pp._histology import resample_image
+from diffst_sc._core import resample_image
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def test_spots_to_skip_reads_the_column_or_computes_it():
 
 def test_a_table_of_some_genes_is_judged_by_its_recorded_library_sizes():
     """``obs["diffst_library_size"]`` (a table of a few genes) sets the totals, not the genes."""
-    from diffst_sc.io._view import LIBRARY_KEY
+    from diffst_sc._core import LIBRARY_KEY
 
     centres = _lattice(6)
     counts = np.full((len(centres), 2), 50.0)

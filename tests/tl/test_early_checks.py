@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import diffst_sc as ds
-from diffst_sc.model import DiffusionConfig, preset
+from diffst_sc.module import preset
+from diffst_sc.schedulers import DiffusionConfig
 
 
 @pytest.fixture

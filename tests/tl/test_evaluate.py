@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import diffst_sc as ds
-from diffst_sc.tl._evaluate import evaluate
+from diffst_sc.tl import evaluate
 
 LAYER_PX = 24.0  # H&E pixels per layer pixel (about 17 um on her2st)
 
@@ -105,7 +105,7 @@ def test_nan_outside_the_tissue_scores_as_no_counts(c2_degraded, bench_genes):
     # blank every pixel farther than a spot radius from the HR centres (and a few inside
     # footprints of the edge, so that some discs straddle the blank)
     cs = list(lr.coordinate_systems)[0]
-    from diffst_sc.tl._readout import element_raster
+    from diffst_sc._core import element_raster
 
     raster, affine = element_raster(zero, "diffst", cs)
     h, w = raster.shape[1:]

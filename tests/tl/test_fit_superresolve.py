@@ -14,8 +14,7 @@ import diffst_sc as ds
 from conftest import FIT_BUDGET as BUDGET
 from conftest import FIT_GENES as GENES
 from conftest import SAMPLING
-from diffst_sc.io._view import _affine
-from diffst_sc.tl._readout import layer_footprint_means
+from diffst_sc._core import affine_matrix, layer_footprint_means
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def test_layers_are_genes_over_the_he(fitted):
     view = ds.io.section_view(sdata)
     from spatialdata.transformations import get_transformation
 
-    a = np.linalg.inv(_affine(get_transformation(layer, to_coordinate_system=view.coordinate_system)))
+    a = np.linalg.inv(affine_matrix(get_transformation(layer, to_coordinate_system=view.coordinate_system)))
     ij = (np.c_[view.centres_px, np.ones(view.n_spots)] @ a.T)[:, :2]
     h, w = layer.shape[1:]
     assert ((ij >= 0) & (ij < [w, h])).all()
@@ -259,3 +258,26 @@ def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2_or_demo
 def test_deep_false_needs_the_histology_path(her2st_c2_or_demo):
     with pytest.raises(ValueError, match="histology_path=True"):
         ds.tl.fit(her2st_c2_or_demo, genes=GENES, deep=False, histology_path=False, progress=False)
+
+
+def test_superresolve_finds_the_model_fitted_on_the_same_object(her2st_c2_or_demo):
+    sdata = copy.deepcopy(her2st_c2_or_demo)
+    model = ds.tl.fit(sdata, genes=GENES[:5], deep=False, progress=False)
+    ds.tl.superresolve(sdata, key_added="found", **SAMPLING)
+    assert sdata.tables["table"].uns["found"]["genes"] == model.genes
+    # A copy is another object: nothing was fitted on it.
+    with pytest.raises(ValueError, match="ds.tl.fit"):
+        ds.tl.superresolve(copy.deepcopy(sdata), key_added="other", **SAMPLING)
+
+
+def test_a_fitted_model_does_not_outlive_its_data(her2st_c2_or_demo):
+    import gc
+    import weakref
+
+    sdata = copy.deepcopy(her2st_c2_or_demo)
+    model = weakref.ref(ds.tl.fit(sdata, genes=GENES[:5], deep=False, progress=False))
+    gc.collect()
+    assert model() is not None  # found through the data while they live
+    del sdata
+    gc.collect()
+    assert model() is None

@@ -9,8 +9,8 @@ from scipy.spatial import cKDTree
 
 import diffst_sc as ds
 from conftest import jittered_section
+from diffst_sc._core import layer_footprint_means
 from diffst_sc.tl._fit import _self_supervised_views
-from diffst_sc.tl._readout import layer_footprint_means
 
 GENES = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP", "CD74", "SCGB2A2"]
 #: The H&E pixel size of the demo section (``read_legacy_st`` records it).
@@ -56,7 +56,7 @@ def _means(sdata, view, key):
 def test_spots_off_any_lattice_are_fitted_and_super_resolved():
     sdata = jittered_section(jitter=0.15)
     view = ds.io.section_view(sdata)
-    lr_views, target = _self_supervised_views(sdata, view, genes=GENES)
+    lr_views, target = _self_supervised_views(view, genes=GENES)
     assert len(lr_views) == 4  # every phase of the 2 x 2 blocks of bins
     assert all(15 < v.n_spots < view.n_spots / 2 for v in lr_views)
     model = ds.tl.fit(sdata, genes=GENES, progress=False)
@@ -88,7 +88,8 @@ def test_a_guessed_pixel_size_warns_and_bad_values_are_refused():
     with pytest.warns(UserWarning, match=GUESS_WARNING):
         view = ds.io.section_view(sdata, layer="raw")
     assert abs(view.microns_per_pixel / MPP - 1) > 0.3  # the guess is far off on this section
-    from diffst_sc.model import DiffusionConfig, preset
+    from diffst_sc.module import preset
+    from diffst_sc.schedulers import DiffusionConfig
 
     untrained = ds.DiffST(GENES, preset("cpu-small", len(GENES)), DiffusionConfig())
     with pytest.raises(ValueError, match="microns_per_pixel must be a positive number"):
@@ -144,9 +145,9 @@ def test_outside_the_tissue_is_zero_or_nan(run):
 def _layer_affine(sdata, view):
     from spatialdata.transformations import get_transformation
 
-    from diffst_sc.io._view import _affine
+    from diffst_sc._core import affine_matrix
 
-    return _affine(get_transformation(sdata.images["diffst"],
+    return affine_matrix(get_transformation(sdata.images["diffst"],
                                       to_coordinate_system=view.coordinate_system))
 
 
@@ -156,7 +157,7 @@ def test_fit_leaves_flagged_spots_out_of_the_pairs():
     raw = view.expression()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no pixel-size guess inside degrade
-        lr_views, target = _self_supervised_views(sdata, view, "diffst_low_counts")
+        lr_views, target = _self_supervised_views(view, "diffst_low_counts")
     flagged = sdata.tables["table"].obs["diffst_low_counts"].to_numpy()
     assert target.n_spots == view.n_spots - 2
     assert not set(sdata.tables["table"].obs_names[flagged]) & set(target.adata.obs_names)
@@ -165,19 +166,19 @@ def test_fit_leaves_flagged_spots_out_of_the_pairs():
     for lr in lr_views:  # pseudo-spots sum the kept spots' raw counts only
         assert lr.expression().sum() == pytest.approx(raw[~flagged].sum(), rel=1e-6)
         assert lr.microns_per_pixel == pytest.approx(MPP)
-    every_lr, every_target = _self_supervised_views(sdata, view, None)
+    every_lr, every_target = _self_supervised_views(view, None)
     assert every_target.n_spots == view.n_spots
     assert every_lr[0].expression().sum() == pytest.approx(raw.sum(), rel=1e-6)
 
 
 def test_training_pairs_copy_only_the_model_genes_and_keep_library_sizes():
     """fit's pairs hold the model's genes only, normalised by every gene's counts as before."""
-    from diffst_sc.tl._data import scaler_for
+    from diffst_sc.model._data import scaler_for
 
     sdata = ds.datasets.her2st_demo()
     view = ds.io.section_view(sdata)
-    few, _ = _self_supervised_views(sdata, view, None, GENES)
-    every, _ = _self_supervised_views(sdata, view, None)
+    few, _ = _self_supervised_views(view, None, GENES)
+    every, _ = _self_supervised_views(view, None)
     assert len(few) == len(every) == 4
     for a, b in zip(few, every, strict=True):
         assert a.genes == GENES and len(b.genes) == view.adata.n_vars

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 _DEMO = Path(__file__).parent / "data" / "her2st_c2"
 _BASE_URL = "https://github.com/almaan/her2st/raw/master/data/"
 _FILES = ("counts.tsv.gz", "spots.tsv", "he.jpg")
 
 
-def her2st_demo():
+def her2st_demo() -> SpatialData:
     """Section C2 of the HER2+ cohort, shipped with the package (500 genes, H&E at half size).
 
     Returns
@@ -29,7 +33,7 @@ def her2st_demo():
     return read_legacy_st(_DEMO, name="her2st_c2")
 
 
-def her2st(section: str = "C2", data_dir: str | Path | None = None):
+def her2st(section: str = "C2", data_dir: str | Path | None = None) -> SpatialData:
     """A full section of the HER2+ cohort.
 
     Files are read from ``data_dir/<section>/`` when they are there (the layout of

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ._checks import check_rgb
-from ._spatialdata import build_sdata
-from ._view import SECTION_UNS_KEY, VISIUM_SPOT_SPACING_UM, lattice_spacing_px, spot_spacing
+from .._core._build import build_sdata
+from .._core._checks import check_rgb
+from .._core._lattice import lattice_spacing_px, spot_spacing
+from .._core._view import SECTION_UNS_KEY, VISIUM_SPOT_SPACING_UM
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 
-def from_anndata(adata, image=None, *, img_key: str | None = None, library_id: str | None = None,
+def from_anndata(adata: AnnData, image: np.ndarray | None = None, *, img_key: str | None = None, library_id: str | None = None,
                  spot_diameter_px: float | None = None, microns_per_pixel: float | None = None,
-                 name: str | None = None):
+                 name: str | None = None) -> SpatialData:
     """Turn an AnnData with spot pixel coordinates and an H&E into the canonical SpatialData.
 
     Parameters

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ._checks import check_counts, check_spots_in_image
-from ._spatialdata import build_sdata
-from ._view import SECTION_UNS_KEY
+from .._core._build import build_sdata
+from .._core._checks import check_counts, check_spots_in_image
+from .._core._view import SECTION_UNS_KEY
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
 def read_legacy_st(
@@ -20,7 +24,7 @@ def read_legacy_st(
     spot_spacing_um: float = 200.0,
     microns_per_pixel: float | None = None,
     image_file: str = "he.jpg",
-):
+) -> SpatialData:
     """Read a legacy ST section (``counts.tsv.gz``, ``spots.tsv``, ``he.jpg``) into SpatialData.
 
     The layout is that of Andersson et al. (Nat Commun 2021): counts with spots as rows named
@@ -78,7 +82,7 @@ def read_legacy_st(
     he = np.asarray(Image.open(path / image_file).convert("RGB"))
     centres = spots[["pixel_x", "pixel_y"]].to_numpy(float)
     if microns_per_pixel is None:
-        microns_per_pixel = spot_spacing_um / _pixels_per_array_step(spots)
+        microns_per_pixel = spot_spacing_um / pixels_per_array_step(spots)
     diameter_px = spot_diameter_um / microns_per_pixel
     check_spots_in_image(centres, he.shape[:2], diameter_px)
 
@@ -104,7 +108,7 @@ def read_legacy_st(
     )
 
 
-def _pixels_per_array_step(spots: pd.DataFrame) -> float:
+def pixels_per_array_step(spots: pd.DataFrame) -> float:
     """Least-squares scale of pixel positions against array positions."""
     a = np.c_[spots["x"].to_numpy(float), spots["y"].to_numpy(float), np.ones(len(spots))]
     coef, *_ = np.linalg.lstsq(a, spots[["pixel_x", "pixel_y"]].to_numpy(float), rcond=None)

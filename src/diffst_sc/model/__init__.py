@@ -1,21 +1,9 @@
-"""Pure torch parts of Diff-ST: the network, the diffusion, the samplers and the training loop.
+"""The user object: :class:`DiffST`, fitted by ``ds.tl.fit``, saved and loaded from a folder.
 
-Nothing here knows AnnData or SpatialData; :mod:`diffst_sc.tl` turns data into tensors.
+It holds the trained parts (:mod:`diffst_sc.module`) and what it needs to apply them to a new
+section; this package also turns sections into the arrays those parts take.
 """
 
-from ._checkpoint import load_state, save_state
-from ._config import NetConfig, preset
-from ._consistency import FootprintProjection
-from ._device import resolve_device
-from ._diffusion import DiffusionConfig, GaussianDiffusion
-from ._network import ConditionFeatures, DiffSTNet
-from ._patches import PatchSampler, SectionArrays
-from ._samplers import DDIMSampler, DDPMSampler, make_sampler
-from ._trainer import EMA, StepInfo, TrainerConfig, TrainingResult, fit_model, unwrap_module
+from ._diffst import DiffST
 
-__all__ = [
-    "NetConfig", "preset", "DiffSTNet", "ConditionFeatures", "DiffusionConfig", "GaussianDiffusion", "DDIMSampler",
-    "DDPMSampler", "make_sampler", "FootprintProjection", "PatchSampler", "SectionArrays",
-    "TrainerConfig", "TrainingResult", "StepInfo", "EMA", "fit_model", "unwrap_module",
-    "resolve_device", "save_state", "load_state",
-]
+__all__ = ["DiffST"]

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from .._core._docs import shared_parameters
 
-def spots(sdata, gene: str | None = None, *, table_key: str | None = None,
-          coordinate_system: str | None = None, image_key: str | None = None, cmap="viridis",
-          log1p: bool = True, vmin: float | None = None, vmax: float | None = None,
-          ax=None, show: bool | None = None, save=None, title: str | None = None):
+if TYPE_CHECKING:
+    import os
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+
+@shared_parameters
+def spots(sdata: SpatialData, gene: str | None = None, *, table_key: str | None = None,
+          coordinate_system: str | None = None, image_key: str | None = None,
+          cmap: str = "viridis", log1p: bool = True, vmin: float | None = None,
+          vmax: float | None = None, ax: Axes | None = None, show: bool | None = None,
+          save: str | os.PathLike | None = None,
+          title: str | None = None) -> Figure | Axes | None:
     """Draw the spots as discs of their true size over the H&E, with a scale bar.
 
     Parameters
@@ -17,8 +31,9 @@ def spots(sdata, gene: str | None = None, *, table_key: str | None = None,
         A SpatialData (spots, table, H&E).
     gene
         Colour by this gene's counts; by the total counts (library size) if ``None``.
-    table_key, coordinate_system, image_key
-        See :func:`diffst_sc.io.section_view`.
+    {table_key}
+    {coordinate_system}
+    {image_key}
     cmap
         Matplotlib colour map.
     log1p

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from .._core._docs import shared_parameters
 
-def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
+if TYPE_CHECKING:
+    import os
+
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+
+@shared_parameters
+def superresolved(sdata: SpatialData, genes: str | list[str], *, key: str = "diffst",
                   table_key: str | None = None, coordinate_system: str | None = None,
-                  cmap: str = "magma", log1p: bool = True, show: bool | None = None, save=None):
+                  cmap: str = "magma", log1p: bool = True, show: bool | None = None,
+                  save: str | os.PathLike | None = None) -> Figure | None:
     """Compare the measurement with the super-resolved maps and their uncertainty.
 
     The measured spots, the mean and the uncertainty are drawn in one unit, which each colour
@@ -26,8 +38,8 @@ def superresolved(sdata, genes: str | list[str], *, key: str = "diffst",
         One gene or several (one row each).
     key
         The layer written by ``superresolve`` (``key + "_std"`` holds the uncertainty).
-    table_key, coordinate_system
-        See :func:`diffst_sc.io.section_view`.
+    {table_key}
+    {coordinate_system}
     cmap
         Colour map of the expression panels.
     log1p

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    import os
 
-def training_loss(model, *, smooth: int = 25, ax=None, show: bool | None = None, save=None):
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ..model import DiffST
+
+
+def training_loss(model: DiffST, *, smooth: int = 25, ax: Axes | None = None,
+                  show: bool | None = None,
+                  save: str | os.PathLike | None = None) -> Figure | Axes | None:
     """Plot the training loss against the step, raw and smoothed.
 
     Parameters

@@ -18,11 +18,11 @@ def layer_extent(sdata, view, key: str) -> tuple[np.ndarray, list[float]]:
     """A layer's data (scale0, computed) and its extent in H&E pixels (axis-aligned layers)."""
     from spatialdata.transformations import get_transformation
 
-    from ..io._view import _affine, _image_scales
+    from .._core._elements import affine_matrix, image_levels
 
     el = sdata.images[key]
-    arr = _image_scales(el)[0]
-    a = np.linalg.inv(view.image_to_cs) @ _affine(
+    arr = image_levels(el)[0]
+    a = np.linalg.inv(view.image_to_cs) @ affine_matrix(
         get_transformation(el, to_coordinate_system=view.coordinate_system))
     if abs(a[0, 1]) > 1e-6 or abs(a[1, 0]) > 1e-6:
         raise ValueError(f"Layer {key!r} is rotated relative to the H&E; plot it with "

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
+from .._core._docs import shared_parameters
 from ._normalize import counts_layer, expression_for_genes, resolve_table
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 METHODS = ("pearson", "spearman")
 #: Above this many genes, ``genes=None`` uses the most expressed ones (the graph is genes^2).
@@ -91,8 +97,9 @@ def _keep_top_k(c: np.ndarray, k: int) -> np.ndarray:
     return np.where(keep, c, np.float32(0.0))
 
 
+@shared_parameters
 def coexpression_graph(
-    data,
+    data: SpatialData | AnnData,
     layer: str | None = None,
     genes: Sequence[str] | None = None,
     key_added: str = "diffst_coexpr",
@@ -126,8 +133,7 @@ def coexpression_graph(
         ``"pearson"`` or ``"spearman"``.
     min_abs
         Drop edges with ``abs(r) < min_abs``.
-    table_key
-        Table of a SpatialData; the only one by default.
+    {table_key}
 
     Returns
     -------

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..io._checks import check_counts, warn_if_not_counts
+from .._core._build import spot_circles, spot_table
+from .._core._checks import check_counts, warn_if_not_counts
+from .._core._docs import shared_parameters
+from .._core._grid import Grid
+from .._core._lattice import is_hex_lattice, spot_positions
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 MODES = ("auto", "square", "hex", "transcripts")
 #: Xenium codewords that are not genes (controls and unassigned reads).
@@ -23,8 +31,9 @@ CONTROL_PREFIXES = ("NegControl", "BLANK", "Unassigned", "antisense", "Deprecate
 DEGRADE_UNS_KEY = "diffst_degrade"
 
 
+@shared_parameters
 def degrade(
-    sdata,
+    sdata: SpatialData,
     *,
     mode: str = "auto",
     factor: int = 2,
@@ -36,7 +45,7 @@ def degrade(
     genes: Sequence[str] | None = None,
     image_key: str | None = None,
     points_key: str | None = None,
-):
+) -> SpatialData:
     """Make a low-resolution (LR) section and its high-resolution (HR) truth from real data.
 
     The input is never modified. Counts are only summed: every LR count is a measured count.
@@ -62,8 +71,9 @@ def degrade(
         are points, else spots placed by their centres (``"hex"`` on a hexagonal lattice).
     factor
         Coarsening of the spot modes (see ``mode``).
-    table_key, coordinate_system, image_key
-        Which table, coordinate system and H&E to use; inferred when there is one choice.
+    {table_key}
+    {coordinate_system}
+    {image_key}
     hr_pixel_um
         Side of the HR pixels in micrometres (``"transcripts"``).
     spot_diameter_um, spot_spacing_um
@@ -115,18 +125,18 @@ def degrade(
 def _auto_mode(sdata, table_key) -> str:
     obs = None
     if len(sdata.tables):
-        from ..io._view import _pick_table
+        from .._core._elements import pick_table
 
         try:
-            obs = sdata.tables[_pick_table(sdata, table_key)].obs
+            obs = sdata.tables[pick_table(sdata, table_key)].obs
         except ValueError:
             obs = None
     if obs is not None and {"array_row", "array_col"} <= set(obs.columns) and len(obs):
-        return "hex" if _is_hex_lattice(obs["array_row"], obs["array_col"]) else "square"
+        return "hex" if is_hex_lattice(obs["array_row"], obs["array_col"]) else "square"
     if len(sdata.points):
         return "transcripts"
     if obs is not None and len(obs) > 1:
-        from ..io._view import section_view
+        from .._core._view import section_view
 
         view = section_view(sdata, table_key=table_key)
         return "hex" if spot_positions(view)[2] == "hex" else "square"
@@ -137,128 +147,6 @@ def _auto_mode(sdata, table_key) -> str:
     )
 
 
-#: Largest spot diameter, relative to the spacing of the spots, that spots without a lattice may
-#: have to be grouped into pseudo-spots: spots do not overlap their neighbours (Visium 0.55,
-#: legacy ST 0.5), segmented cells' circles do.
-MAX_GROUPED_DIAMETER = 1.05
-
-
-def spot_positions(view) -> tuple[np.ndarray, np.ndarray, str]:
-    """Integer (row, col) of each spot of ``view`` that pseudo-spots are grouped by.
-
-    The table's ``array_row``/``array_col`` when it records them; else the lattice that
-    :func:`infer_array_positions` finds; else, for spots off any regular lattice (jittered
-    centres, a table built from ``obsm["spatial"]`` alone), square bins one spacing wide on the
-    image axes, each as large as the area a spot has to itself (:func:`area_per_spot`), so that
-    2 x 2 bins group the four or so spots nearest one another, as a block of a square array does.
-
-    Returns
-    -------
-    row, col
-        Integer positions (``"binned"`` ones may repeat).
-    layout
-        ``"recorded"``, ``"square"``, ``"hex"`` or ``"binned"``.
-    """
-    from ..io._view import spot_spacing
-
-    obs = view.adata.obs
-    if {"array_row", "array_col"} <= set(obs.columns):
-        return obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int), "recorded"
-    centres = np.asarray(view.centres_px, float)
-    spacing = spot_spacing(centres)
-    if _is_regular(centres, spacing):
-        row, col, is_hex = infer_array_positions(centres)
-        return row, col, "hex" if is_hex else "square"
-    if view.diameter_px > MAX_GROUPED_DIAMETER * spacing:
-        raise ValueError(f"The table has no array positions (array_row/array_col) and its "
-                         f"{len(centres)} observations are not spots: they lie off any regular "
-                         f"lattice and their discs ({view.diameter_px:.3g} px wide) overlap "
-                         f"their neighbours ({spacing:.3g} px apart), as segmented cells do. "
-                         "Pseudo-spots group spots; for subcellular data use "
-                         "mode='transcripts', or add the array positions to table.obs.")
-    side = np.sqrt(area_per_spot(centres))
-    col, row = np.floor((centres - centres.min(0)) / side).astype(int).T
-    return row, col, "binned"
-
-
-def area_per_spot(centres: np.ndarray) -> float:
-    """The area each spot has to itself: the median area of the spots' Voronoi cells.
-
-    Only the cells enclosed by other spots count, so the tissue's edge does not inflate it; it
-    is the lattice's cell on any regular lattice, and the mean spacing squared on jittered ones.
-    """
-    from scipy.spatial import QhullError, Voronoi
-
-    from ..io._view import spot_spacing
-
-    try:
-        vor = Voronoi(centres)
-    except QhullError:  # e.g. all centres on one line: the nearest-neighbour spacing squared
-        return spot_spacing(centres) ** 2
-    areas = []
-    for region in (vor.regions[i] for i in vor.point_region):
-        if region and -1 not in region:
-            x, y = vor.vertices[region].T
-            areas.append(0.5 * abs(x @ np.roll(y, 1) - y @ np.roll(x, 1)))
-    if not areas:  # too few spots to enclose any
-        return spot_spacing(centres) ** 2
-    return float(np.median(areas))
-
-
-def _is_regular(centres_px: np.ndarray, spacing: float) -> bool:
-    """Whether most spots have their nearest neighbour one lattice spacing away (within 15%)."""
-    from scipy.spatial import cKDTree
-
-    d, _ = cKDTree(centres_px).query(centres_px, k=2)
-    return bool(np.mean(np.abs(d[:, 1] / spacing - 1) < 0.15) >= 0.8)
-
-
-def infer_array_positions(centres_px: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Array (row, col) of spots on a regular lattice from their centres.
-
-    For tables that do not record them; :func:`spot_positions` checks that the lattice is
-    regular before it calls this. The lattice is taken as aligned with the image axes (as
-    legacy ST and Visium slides are). A hexagonal lattice (six neighbours) gets Visium's
-    doubled column layout, so that ``(row + col)`` has one parity; a square one gets plain
-    indices.
-
-    Returns
-    -------
-    row, col
-        Integer positions.
-    is_hex
-        Whether the lattice is hexagonal.
-    """
-    from scipy.spatial import cKDTree
-
-    from ..io._view import spot_spacing
-
-    spacing = spot_spacing(centres_px)
-    tree = cKDTree(centres_px)
-    n_nb = np.array([len(p) - 1 for p in tree.query_ball_point(centres_px, 1.2 * spacing)])
-    is_hex = bool(np.median(n_nb[n_nb > 0]) > 4) if (n_nb > 0).any() else False
-    xy = centres_px - centres_px.min(0)
-    if not is_hex:
-        col, row = np.round(xy / spacing).astype(int).T
-        return row, col, False
-    best = None
-    for a, b in ((1, 0), (0, 1)):  # rows along y (Visium's usual layout) or along x
-        r = xy[:, a] / (spacing * np.sqrt(3) / 2)
-        c = xy[:, b] / (spacing / 2)
-        rr = np.round(r).astype(int)
-        cc = np.round(c).astype(int)
-        cc += (rr + cc - (rr[0] + cc[0])) % 2  # one parity, as on Visium's array
-        resid = np.abs(r - rr).mean()
-        if best is None or resid < best[0]:
-            best = (resid, rr, cc)
-    return best[1], best[2], True
-
-
-def _is_hex_lattice(row, col) -> bool:
-    parity = (np.asarray(row, int) + np.asarray(col, int)) % 2
-    return len(parity) > 1 and bool((parity == parity[0]).all())
-
-
 # ---------------------------------------------------------------------------------------------
 # spot data
 
@@ -266,21 +154,15 @@ def _is_hex_lattice(row, col) -> bool:
 def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, image_key):
     from spatialdata.transformations import get_transformation
 
-    from ..io._view import (
-        LIBRARY_KEY,
-        MEASURED_KEY,
-        _centres_and_diameter,
-        _order_like_table,
-        _pick_table,
-        lattice_spacing_px,
-        section_view,
-    )
+    from .._core._elements import centres_and_diameter, pick_table, table_spots
+    from .._core._lattice import lattice_spacing_px
+    from .._core._view import LIBRARY_KEY, section_view
     from ._genes import select_genes
 
     factor = int(factor)
     if factor < 2:
         raise ValueError(f"factor must be at least 2 to coarsen the spots, got {factor}.")
-    table_key = _pick_table(sdata, table_key)
+    table_key = pick_table(sdata, table_key)
     view = section_view(sdata, table_key=table_key, coordinate_system=coordinate_system,
                         image_key=image_key)
     adata = view.adata
@@ -296,30 +178,15 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
     where = f"table {view.table_key!r}"
     warn_if_not_counts(check_counts(x, where=where), where=where)
 
-    if mode == "square":
-        parent_rc = np.c_[row // factor, col // factor]
-        n_children = factor * factor
-    elif mode == "hex":
-        parent_rc = _hex_parents(row, col, factor - 1)
-        n_children = 3 * (factor - 1) ** 2 + 3 * (factor - 1) + 1
-    else:
-        raise ValueError(f"Unknown spot mode {mode!r}.")
+    blocks, parent, n_children = spot_blocks(row, col, mode, factor)
     linear = float(np.sqrt(n_children))
-
-    blocks, parent = np.unique(parent_rc, axis=0, return_inverse=True)
-    parent = parent.ravel()
-    n_lr = len(blocks)
-    assign = sp.csr_matrix((np.ones(len(parent), np.float32), (parent, np.arange(len(parent)))),
-                           shape=(n_lr, len(parent)))
-    n_per = np.asarray(assign.sum(axis=1)).ravel()
+    assign, n_per = _assignment(parent, len(blocks))
     lr_counts = sp.csr_matrix(assign @ x, dtype=np.float32)
     library = view.library_sizes()
     centres_px = (assign @ view.centres_px) / n_per[:, None]
 
-    shapes = _order_like_table(sdata.shapes[view.shapes_key], adata,
-                               adata.uns["spatialdata_attrs"].get("instance_key"),
-                               adata.uns["spatialdata_attrs"].get("region_key"), view.shapes_key)
-    native_xy, native_diam = _centres_and_diameter(shapes)
+    shapes = table_spots(sdata, view.table_key)
+    native_xy, native_diam = centres_and_diameter(shapes)
     native_centres = (assign @ native_xy) / n_per[:, None]
     transformations = {cs: copy.deepcopy(t) for cs, t in
                        get_transformation(shapes, get_all=True).items()}
@@ -335,16 +202,11 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
         "spot_spacing_um": linear * float(spacing_um),
         "spot_diameter_px": linear * view.diameter_px,
     }
-    obs = pd.DataFrame(
-        {"array_row": blocks[:, 0], "array_col": blocks[:, 1], "n_spots": n_per.astype(int),
-         LIBRARY_KEY: assign @ library,
-         MEASURED_KEY: (assign @ view.measured_fraction) / n_children},
-        index=[f"lr_{r}_{c}" for r, c in blocks],
-    )
+    obs = _block_obs(view, blocks, assign, n_per, n_children)
     lr_table = _lr_table(lr_counts, genes, adata.var.iloc[gidx], obs, centres_px, meta,
                          {"mode": mode, "factor": factor, "n_hr_spots": int(len(parent)),
                           "positions": layout})
-    lr_shapes = _circles(native_centres, linear * native_diam / 2, transformations)
+    lr_shapes = spot_circles(native_centres, linear * native_diam / 2, transformations)
 
     hr_shapes = _reparse_shapes(shapes, transformations)
     hr_table = adata[:, gidx].copy()
@@ -353,6 +215,73 @@ def _degrade_spots(sdata, *, mode, factor, table_key, coordinate_system, genes, 
     hr_table = _reparse_table(hr_table, region="hr_spots")
     return _assemble(sdata, view.image_key, lr_shapes, lr_table,
                      shapes={"hr_spots": hr_shapes}, tables={"hr_table": hr_table})
+
+
+def spot_blocks(row, col, mode: str, factor: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The pseudo-spot (block) each spot at array position ``(row, col)`` falls in.
+
+    Returns
+    -------
+    blocks
+        ``(n_blocks, 2)`` array (row, col) of each block, on the coarse lattice.
+    parent
+        ``(n_spots,)`` row of ``blocks`` holding each spot.
+    n_children
+        Spots in a full block: ``factor ** 2`` (square), ``3 r^2 + 3 r + 1`` for hexagons of
+        ``r = factor - 1`` rings.
+    """
+    if mode == "square":
+        parent_rc = np.c_[row // factor, col // factor]
+        n_children = factor * factor
+    elif mode == "hex":
+        parent_rc = _hex_parents(row, col, factor - 1)
+        n_children = 3 * (factor - 1) ** 2 + 3 * (factor - 1) + 1
+    else:
+        raise ValueError(f"Unknown spot mode {mode!r}.")
+    blocks, parent = np.unique(parent_rc, axis=0, return_inverse=True)
+    return blocks, parent.ravel(), n_children
+
+
+def _assignment(parent: np.ndarray, n_blocks: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``(n_blocks, n_spots)`` 0/1 matrix summing spots into their blocks, and spots per block."""
+    assign = sp.csr_matrix((np.ones(len(parent), np.float32), (parent, np.arange(len(parent)))),
+                           shape=(n_blocks, len(parent)))
+    return assign, np.asarray(assign.sum(axis=1)).ravel()
+
+
+def _block_obs(view, blocks, assign, n_per, n_children) -> pd.DataFrame:
+    """``obs`` of the pseudo-spots: array position, spots summed, library size, measured share."""
+    from .._core._view import LIBRARY_KEY, MEASURED_KEY
+
+    return pd.DataFrame(
+        {"array_row": blocks[:, 0], "array_col": blocks[:, 1], "n_spots": n_per.astype(int),
+         LIBRARY_KEY: assign @ view.library_sizes(),
+         MEASURED_KEY: (assign @ view.measured_fraction) / n_children},
+        index=[f"lr_{r}_{c}" for r, c in blocks],
+    )
+
+
+def coarsen_view(view, row, col, *, mode: str, factor: int = 2):
+    """:func:`degrade`'s pseudo-spots of ``view`` as a view, with no SpatialData made.
+
+    What ``fit`` trains on: the same sums, library sizes and measured shares as
+    ``section_view(degrade(sdata))``, from arrays the caller has checked. ``row``, ``col``: the
+    spots' array positions (shifted, for another phase of the blocks).
+    """
+    import dataclasses
+
+    import anndata as ad
+
+    blocks, parent, n_children = spot_blocks(row, col, mode, factor)
+    assign, n_per = _assignment(parent, len(blocks))
+    x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
+    counts = sp.csr_matrix(assign @ sp.csr_matrix(x, dtype=np.float32), dtype=np.float32)
+    adata = ad.AnnData(X=counts, obs=_block_obs(view, blocks, assign, n_per, n_children),
+                       var=view.adata.var.copy())
+    return dataclasses.replace(view, adata=adata, layer=None, shapes_key="spots",
+                               table_key="table",
+                               centres_px=(assign @ view.centres_px) / n_per[:, None],
+                               diameter_px=float(np.sqrt(n_children)) * view.diameter_px)
 
 
 def _hex_parents(row: np.ndarray, col: np.ndarray, rings: int) -> np.ndarray:
@@ -371,7 +300,7 @@ def _hex_parents(row: np.ndarray, col: np.ndarray, rings: int) -> np.ndarray:
     """
     row = np.asarray(row, np.int64)
     col = np.asarray(col, np.int64)
-    if not _is_hex_lattice(row, col):
+    if not is_hex_lattice(row, col):
         raise ValueError("mode='hex' needs a Visium-like lattice: array_row + array_col must have "
                          "one parity for all spots (array_col steps by 2 along a row). Use "
                          "mode='square' for a square array (legacy ST).")
@@ -407,7 +336,7 @@ def _degrade_transcripts(sdata, *, coordinate_system, hr_pixel_um, spot_diameter
                          spot_spacing_um, genes, image_key, points_key):
     from spatialdata.transformations import get_transformation
 
-    from ..io._view import _affine, _image_scales, _pick_image
+    from .._core._elements import affine_matrix, image_levels, pick_image
 
     for name, v in (("hr_pixel_um", hr_pixel_um), ("spot_diameter_um", spot_diameter_um),
                     ("spot_spacing_um", spot_spacing_um)):
@@ -420,11 +349,11 @@ def _degrade_transcripts(sdata, *, coordinate_system, hr_pixel_um, spot_diameter
     points_key = _pick_points(sdata, points_key)
     points = sdata.points[points_key]
     cs = _points_coordinate_system(sdata, points, coordinate_system)
-    image_key = _pick_image(sdata, cs, image_key)
-    a_img = _affine(get_transformation(sdata.images[image_key], to_coordinate_system=cs))
-    a_pts = _affine(get_transformation(points, to_coordinate_system=cs))
+    image_key = pick_image(sdata, cs, image_key)
+    a_img = affine_matrix(get_transformation(sdata.images[image_key], to_coordinate_system=cs))
+    a_pts = affine_matrix(get_transformation(points, to_coordinate_system=cs))
     um_per_cs = _microns_per_cs_unit(a_pts, points_key)
-    he_shape = _image_scales(sdata.images[image_key])[0].shape[1:]
+    he_shape = image_levels(sdata.images[image_key])[0].shape[1:]
 
     xy_cs, gene_codes, genes, n_controls = _transcripts(points, points_key, a_pts, genes)
     grid = _hr_grid(a_img, he_shape, um_per_cs, hr_pixel_um)
@@ -461,7 +390,7 @@ def _degrade_transcripts(sdata, *, coordinate_system, hr_pixel_um, spot_diameter
     record = {
         "mode": "transcripts", "points_key": points_key, "hr_pixel_um": float(hr_pixel_um),
         "um_per_cs_unit": float(um_per_cs), "grid_origin_cs": grid.origin.tolist(),
-        "grid_pixel_cs": float(grid.pixel), "grid_shape": [int(grid.ny), int(grid.nx)],
+        "grid_pixel_cs": float(grid.pixel), "grid_shape": [int(grid.height), int(grid.width)],
         "n_control_transcripts_dropped": int(n_controls),
         "n_transcripts_in_grid": int(inside.sum()),
         "n_transcripts_outside_grid": int((~inside).sum()),
@@ -469,7 +398,7 @@ def _degrade_transcripts(sdata, *, coordinate_system, hr_pixel_um, spot_diameter
     from spatialdata.transformations import Identity
 
     lr_table = _lr_table(lr_counts, genes, None, obs, _apply(to_px, lr_centres_cs), meta, record)
-    lr_shapes = _circles(lr_centres_cs, np.full(len(sites), diameter_cs / 2), {cs: Identity()})
+    lr_shapes = spot_circles(lr_centres_cs, np.full(len(sites), diameter_cs / 2), {cs: Identity()})
 
     hr_image = grid.image(hr, genes, cs)
     hr_shapes, hr_table = _hr_pixels_table(hr, genes, grid, lr_centres_cs, to_px, cs, he_um,
@@ -494,9 +423,9 @@ def _pick_points(sdata, points_key):
 
 
 def _points_coordinate_system(sdata, points, cs):
-    from ..io._view import _pick_coordinate_system
+    from .._core._elements import pick_coordinate_system
 
-    return _pick_coordinate_system(sdata, points, cs, what="transcripts")
+    return pick_coordinate_system(sdata, points, cs, what="transcripts")
 
 
 def _microns_per_cs_unit(a_pts: np.ndarray, points_key: str) -> float:
@@ -542,47 +471,7 @@ def _transcripts(points, points_key, a_pts, genes):
     return xy_cs, codes[keep].astype(np.int64), genes, n_controls
 
 
-class _Grid:
-    """Axis-aligned grid of square pixels in the coordinate system."""
-
-    def __init__(self, origin: np.ndarray, pixel: float, nx: int, ny: int):
-        self.origin = np.asarray(origin, float)  # (x, y) of the grid's corner
-        self.pixel = float(pixel)  # side in coordinate-system units
-        self.nx, self.ny = int(nx), int(ny)
-
-    @property
-    def extent(self) -> np.ndarray:
-        return self.origin + self.pixel * np.array([self.nx, self.ny])
-
-    def contains(self, xy: np.ndarray) -> np.ndarray:
-        lo, hi = self.origin, self.extent
-        return (xy[:, 0] >= lo[0]) & (xy[:, 0] < hi[0]) & (xy[:, 1] >= lo[1]) & (xy[:, 1] < hi[1])
-
-    def pixel_of(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ij = np.floor((xy - self.origin) / self.pixel).astype(np.int64)
-        return np.clip(ij[:, 1], 0, self.ny - 1), np.clip(ij[:, 0], 0, self.nx - 1)
-
-    def centres(self, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
-        return self.origin + self.pixel * (np.c_[ix, iy] + 0.5)
-
-    def bin(self, xy: np.ndarray, codes: np.ndarray, n_genes: int) -> np.ndarray:
-        iy, ix = self.pixel_of(xy)
-        flat = (codes * self.ny + iy) * self.nx + ix
-        out = np.bincount(flat, minlength=n_genes * self.ny * self.nx)
-        return out.reshape(n_genes, self.ny, self.nx).astype(np.float32)
-
-    def image(self, hr: np.ndarray, genes: list[str], cs: str):
-        from spatialdata.models import Image2DModel
-        from spatialdata.transformations import Scale, Sequence, Translation
-
-        transform = Sequence([Scale([self.pixel, self.pixel], axes=("y", "x")),
-                              Translation([self.origin[1], self.origin[0]], axes=("y", "x"))])
-        return Image2DModel.parse(hr, dims=("c", "y", "x"), c_coords=list(genes),
-                                  transformations={cs: transform},
-                                  chunks=(1, self.ny, self.nx))
-
-
-def _hr_grid(a_img: np.ndarray, he_shape, um_per_cs: float, hr_pixel_um: float) -> _Grid:
+def _hr_grid(a_img: np.ndarray, he_shape, um_per_cs: float, hr_pixel_um: float) -> Grid:
     """Whole pixels of ``hr_pixel_um`` centred in the H&E's bounding box in the cs."""
     h, w = he_shape
     corners = _apply(a_img, np.array([[0, 0], [w, 0], [0, h], [w, h]], float))
@@ -593,19 +482,19 @@ def _hr_grid(a_img: np.ndarray, he_shape, um_per_cs: float, hr_pixel_um: float) 
         raise ValueError(f"The H&E spans {((hi - lo) * um_per_cs).round(1).tolist()} um, less than "
                          f"one HR pixel of {hr_pixel_um} um: use a smaller `hr_pixel_um`.")
     origin = lo + ((hi - lo) - n * pixel) / 2
-    return _Grid(origin, pixel, n[0], n[1])
+    return Grid(float(origin[0]), float(origin[1]), float(pixel), int(n[1]), int(n[0]))
 
 
-def _pseudo_spots(grid: _Grid, xy_cs, um_per_cs, diameter_um, spacing_um):
+def _pseudo_spots(grid: Grid, xy_cs, um_per_cs, diameter_um, spacing_um):
     """Hexagonal lattice of discs centred on the grid; which disc holds each transcript.
 
     Returns the lattice site of each transcript (-1 outside every disc) and all sites' centres;
     only sites whose centre lies in the grid are kept (others are marked -1 too).
     """
-    centre = grid.origin + grid.pixel * np.array([grid.nx, grid.ny]) / 2
+    centre = grid.origin + grid.pixel * np.array([grid.width, grid.height]) / 2
     spacing = spacing_um / um_per_cs
     dy = spacing * np.sqrt(3) / 2
-    half = grid.pixel * np.array([grid.nx, grid.ny]) / 2
+    half = grid.pixel * np.array([grid.width, grid.height]) / 2
     n_rows = int(np.ceil(half[1] / dy)) + 1
     n_cols = int(np.ceil(half[0] / spacing)) + 1
     rows = np.arange(-n_rows, n_rows + 1)
@@ -643,9 +532,8 @@ def _lattice_indices(sites, site_rc) -> np.ndarray:
     return rc - rc.min(axis=0)
 
 
-def _hr_pixels_table(hr, genes, grid: _Grid, lr_centres_cs, to_px, cs, he_um, hr_pixel_um,
+def _hr_pixels_table(hr, genes, grid: Grid, lr_centres_cs, to_px, cs, he_um, hr_pixel_um,
                      um_per_cs):
-    import anndata as ad
     import geopandas as gpd
     from scipy.spatial import cKDTree
     from shapely.geometry import box
@@ -661,27 +549,18 @@ def _hr_pixels_table(hr, genes, grid: _Grid, lr_centres_cs, to_px, cs, he_um, hr
     ids = np.arange(len(iy))
     shapes = ShapesModel.parse(gpd.GeoDataFrame(geometry=polys, index=ids),
                                transformations={cs: Identity()})
-    x = sp.csr_matrix(hr[:, iy, ix].T)
     obs = pd.DataFrame({"array_row": iy, "array_col": ix, "lr_spot": nearest.astype(np.int64)},
                        index=[f"px_{r}_{c}" for r, c in zip(iy, ix, strict=True)])
-    table = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
-    table.layers["counts"] = x.copy()
-    table.obsm["spatial"] = _apply(to_px, centres_cs)
-    table.uns["diffst_section"] = {
-        "platform": "hr_grid",
-        "microns_per_pixel": he_um,
-        "pixel_um": float(hr_pixel_um),
-        # equal-area diameter, how section_view measures polygons
-        "spot_diameter_um": float(2 * np.sqrt(hr_pixel_um**2 / np.pi)),
-        "spot_diameter_px": float(2 * np.sqrt(hr_pixel_um**2 / np.pi) / he_um),
-        "spot_spacing_um": float(hr_pixel_um),
-    }
-    table.obs["region"] = pd.Categorical(["hr_pixels"] * len(ids))
-    table.obs["spot_id"] = ids
-    from spatialdata.models import TableModel
-
-    table = TableModel.parse(table, region="hr_pixels", region_key="region",
-                             instance_key="spot_id")
+    table = spot_table(hr[:, iy, ix].T, genes, obs, _apply(to_px, centres_cs),
+                       region="hr_pixels", uns={"diffst_section": {
+                           "platform": "hr_grid",
+                           "microns_per_pixel": he_um,
+                           "pixel_um": float(hr_pixel_um),
+                           # equal-area diameter, how section_view measures polygons
+                           "spot_diameter_um": float(2 * np.sqrt(hr_pixel_um**2 / np.pi)),
+                           "spot_diameter_px": float(2 * np.sqrt(hr_pixel_um**2 / np.pi) / he_um),
+                           "spot_spacing_um": float(hr_pixel_um),
+                       }})
     return shapes, table
 
 
@@ -694,31 +573,9 @@ def _apply(affine: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return (np.c_[xy, np.ones(len(xy))] @ affine.T)[:, :2]
 
 
-def _circles(centres, radius, transformations):
-    from spatialdata.models import ShapesModel
-
-    radius = np.broadcast_to(np.asarray(radius, float), (len(centres),)).copy()
-    return ShapesModel.parse(np.asarray(centres, float), geometry=0, radius=radius,
-                             index=np.arange(len(centres)), transformations=transformations)
-
-
 def _lr_table(counts, genes, var, obs, centres_px, meta, record):
-    import anndata as ad
-    from spatialdata.models import TableModel
-
-    var = pd.DataFrame(index=pd.Index(genes, dtype=str)) if var is None else var.copy()
-    var.index = pd.Index(genes, dtype=str)
-    obs = obs.copy()
-    obs.index = obs.index.astype(str)
-    obs["region"] = pd.Categorical(["spots"] * len(obs))
-    obs["spot_id"] = np.arange(len(obs))
-    x = sp.csr_matrix(counts, dtype=np.float32)
-    table = ad.AnnData(X=x, obs=obs, var=var)
-    table.layers["counts"] = x.copy()
-    table.obsm["spatial"] = np.asarray(centres_px, float)
-    table.uns["diffst_section"] = meta
-    table.uns[DEGRADE_UNS_KEY] = record
-    return TableModel.parse(table, region="spots", region_key="region", instance_key="spot_id")
+    return spot_table(counts, genes, obs, centres_px, region="spots", var=var,
+                      uns={"diffst_section": meta, DEGRADE_UNS_KEY: record})
 
 
 def _reparse_table(table, *, region: str):

@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from ..io._checks import (
+from .._core._checks import (
     MAKE_GENES_UNIQUE,
     check_counts,
     check_unique_genes,
     matrix_name,
     warn_if_not_counts,
 )
-from ._normalize import counts_layer, get_matrix, resolve_table
+from .._core._docs import shared_parameters
+from ._normalize import counts_layer, get_matrix, log1p_normalize, resolve_table
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 #: Gene-name prefixes left out by default: mitochondrial and ribosomal genes.
 DEFAULT_EXCLUDE = ("MT-", "RPL", "RPS", "mt-")
 FLAVORS = ("expressed", "highly_variable")
 
 
+@shared_parameters
 def select_genes(
-    data,
+    data: SpatialData | AnnData | list[SpatialData | AnnData],
     n_top: int = 100,
     flavor: str = "expressed",
     genes: Sequence[str] | None = None,
@@ -51,8 +57,7 @@ def select_genes(
     exclude
         Gene-name prefixes to leave out (mitochondrial and ribosomal genes by default); pass
         ``()`` to keep every gene.
-    table_key
-        Table of a SpatialData; the only one by default.
+    {table_key}
 
     Returns
     -------
@@ -101,7 +106,7 @@ def select_genes(
 
 def _tables(data, table_key) -> tuple[list, list[str]]:
     """The sections' tables, and how messages name each: as ``fit`` does where it can."""
-    from ..io._view import section_name
+    from .._core._view import section_name
 
     items = list(data) if isinstance(data, list | tuple) else [data]
     if not items:
@@ -165,16 +170,9 @@ def _mean_log_expression(adata, *, where: str) -> pd.Series:
     if not check_counts(x, where=where, matrix=matrix_name(layer)):
         warn_if_not_counts(False, where=where)
         return pd.Series(np.asarray(x.mean(axis=0), dtype=float).ravel(), index=_names(adata))
-    lib = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
-    scale = 1e4 / np.where(lib > 0, lib, 1.0)
-    if sp.issparse(x):
-        x = sp.csr_matrix(x, dtype=np.float64, copy=True)
-        x.data *= np.repeat(scale, np.diff(x.indptr))
-        np.log1p(x.data, out=x.data)
-        mean = np.asarray(x.mean(axis=0)).ravel()
-    else:
-        mean = np.log1p(np.asarray(x, dtype=np.float64) * scale[:, None]).mean(axis=0)
-    return pd.Series(mean, index=_names(adata))
+    logged = log1p_normalize(x, library=np.asarray(x.sum(axis=1), dtype=np.float64).ravel(),
+                             dtype=np.float64, keep_sparse=True)
+    return pd.Series(np.asarray(logged.mean(axis=0)).ravel(), index=_names(adata))
 
 
 def _variability_score(tables, labels, genes: list[str], n_top: int) -> pd.Series:

@@ -16,10 +16,16 @@ capture failed.
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._core._docs import shared_parameters
 from ._normalize import counts_layer, resolve_table
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 #: ``obs`` column (and ``uns`` key) of the flags, read by ``ds.tl.fit`` and ``ds.tl.superresolve``.
 LOW_COUNTS_KEY = "diffst_low_counts"
@@ -30,8 +36,9 @@ DEFAULT_FRACTION = 0.1
 DEFAULT_NEIGHBORS = 6
 
 
+@shared_parameters
 def flag_low_count_spots(
-    data,
+    data: SpatialData | AnnData,
     *,
     fraction: float = DEFAULT_FRACTION,
     n_neighbors: int = DEFAULT_NEIGHBORS,
@@ -56,19 +63,17 @@ def flag_low_count_spots(
 
     Parameters
     ----------
-    data : spatialdata.SpatialData or anndata.AnnData
+    data
         A SpatialData (spots annotated by a table; its table is changed in place) or an AnnData
         with spot centres in ``obsm["spatial"]``.
-    fraction : float
+    fraction
         Flag spots below this fraction of their neighbours' median library size, in (0, 1).
-    n_neighbors : int
+    n_neighbors
         How many nearest spots each spot is compared with.
-    key_added : str
+    key_added
         Name of the ``obs`` column and of the ``uns`` record.
-    layer : str, optional
-        Layer of the table holding raw counts; ``"counts"`` if present, else ``X``.
-    table_key : str, optional
-        Table of a SpatialData; the only one (or ``"table"``) by default.
+    {layer}
+    {table_key}
 
     Returns
     -------
@@ -87,10 +92,10 @@ def flag_low_count_spots(
     _check_rule(fraction, n_neighbors)
     adata = resolve_table(data, table_key)
     layer = counts_layer(adata, layer)
-    from ..io._view import footprint_library_sizes
+    from .._core._view import footprint_library_sizes
 
     totals = footprint_library_sizes(adata, layer)
-    flags = low_count_spots(totals, _spot_positions(data, adata), fraction=fraction,
+    flags = low_count_spots(totals, _spot_positions(data, adata, table_key), fraction=fraction,
                             n_neighbors=n_neighbors)
     write_flags(adata, flags, key_added, fraction=fraction, n_neighbors=n_neighbors, layer=layer)
 
@@ -101,9 +106,9 @@ def low_count_spots(totals: np.ndarray, centres: np.ndarray, *, fraction: float 
 
     Parameters
     ----------
-    totals : numpy.ndarray
+    totals
         ``(n_spots,)`` library sizes.
-    centres : numpy.ndarray
+    centres
         ``(n_spots, 2)`` spot centres, in any units.
     fraction, n_neighbors
         The rule, see :func:`flag_low_count_spots`.
@@ -170,24 +175,17 @@ def _check_rule(fraction, n_neighbors) -> None:
         raise ValueError(f"n_neighbors must be a positive whole number, not {n_neighbors!r}.")
 
 
-def _spot_positions(data, adata) -> np.ndarray:
+def _spot_positions(data, adata, table_key: str | None) -> np.ndarray:
     """``(n_spots, 2)`` centres of the table's spots, in the order of its rows.
 
     A SpatialData's shapes in their own coordinates (any coordinate system has the same
     neighbours); an AnnData's ``obsm["spatial"]``.
     """
     if hasattr(data, "shapes"):
-        from ..io._view import _centres_and_diameter, _order_like_table
+        from .._core._elements import centres_and_diameter, pick_table, table_spots
 
-        attrs = adata.uns.get("spatialdata_attrs", {})
-        region = attrs.get("region")
-        region = region[0] if isinstance(region, list | tuple) and len(region) == 1 else region
-        if not isinstance(region, str) or region not in data.shapes:
-            raise ValueError(f"The table must annotate one shapes element (spot circles) to know "
-                             f"the spots' neighbours; it annotates {region!r}.")
-        shapes = _order_like_table(data.shapes[region], adata, attrs.get("instance_key"),
-                                   attrs.get("region_key"), region)
-        return _centres_and_diameter(shapes)[0]
+        shapes = table_spots(data, pick_table(data, table_key))
+        return centres_and_diameter(shapes)[0]
     if "spatial" not in adata.obsm:
         raise KeyError("The AnnData has no obsm['spatial'] (spot centres), so the spots' "
                        "neighbours are unknown. Add the centres there, or pass the SpatialData.")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
 
-from ..io._checks import check_counts, warn_if_not_counts
+from .._core._checks import check_counts, warn_if_not_counts
+from .._core._docs import shared_parameters
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 
 def resolve_table(data, table_key: str | None = None):
@@ -32,9 +39,9 @@ def resolve_table(data, table_key: str | None = None):
                              "to a SpatialData. Leave it out.")
         adata = data
     elif hasattr(data, "tables"):
-        from ..io._view import _pick_table
+        from .._core._elements import pick_table
 
-        adata = data.tables[_pick_table(data, table_key)]
+        adata = data.tables[pick_table(data, table_key)]
     else:
         raise TypeError(f"Expected a SpatialData or an AnnData, got {type(data).__name__}.")
     if adata.n_obs == 0 or adata.n_vars == 0:
@@ -58,8 +65,12 @@ def get_matrix(adata, layer: str | None):
     return adata.X if layer is None else adata.layers[layer]
 
 
-def log1p_normalize(x, target_sum: float = 1e4, library=None) -> np.ndarray:
-    """``log1p(x / library_size * target_sum)`` per spot (row), as dense float32.
+def log1p_normalize(x, target_sum: float = 1e4, library=None, *, dtype=np.float32,
+                    keep_sparse: bool = False) -> np.ndarray | sp.csr_matrix:
+    """``log1p(x / library_size * target_sum)`` per spot (row).
+
+    The one log1p-normalisation of the package (``pp.normalize``, gene selection, the
+    co-expression graph); scanpy's ``normalize_total`` + ``log1p`` give the same values.
 
     Parameters
     ----------
@@ -70,11 +81,15 @@ def log1p_normalize(x, target_sum: float = 1e4, library=None) -> np.ndarray:
     library
         ``(n_spots,)`` library sizes; the row sums of ``x`` by default. Pass the totals over
         all genes when ``x`` holds only some of them.
+    dtype
+        Of the result.
+    keep_sparse
+        Return sparse input as a CSR matrix (the zeros stay zero) instead of dense.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_spots, n_genes)`` float32. Spots with no counts stay 0.
+    numpy.ndarray or scipy.sparse.csr_matrix
+        ``(n_spots, n_genes)``. Spots with no counts stay 0.
 
     Examples
     --------
@@ -85,11 +100,20 @@ def log1p_normalize(x, target_sum: float = 1e4, library=None) -> np.ndarray:
     """
     if target_sum <= 0:
         raise ValueError(f"target_sum must be positive, got {target_sum}.")
+    total = np.dtype(dtype).type(target_sum)
+    if keep_sparse and sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=dtype, copy=True)
+        lib = np.asarray(x.sum(axis=1)).ravel() if library is None else np.ravel(library)
+        rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+        x.data /= np.where(lib > 0, lib, 1.0)[rows]
+        x.data *= total
+        np.log1p(x.data, out=x.data)
+        return x
     x = x.toarray() if sp.issparse(x) else np.asarray(x)
-    x = x.astype(np.float32, copy=True)
+    x = x.astype(dtype, copy=True)
     lib = x.sum(axis=1, keepdims=True) if library is None else np.reshape(library, (-1, 1))
     np.divide(x, np.where(lib > 0, lib, 1.0), out=x)
-    x *= np.float32(target_sum)
+    x *= total
     return np.log1p(x, out=x)
 
 
@@ -112,7 +136,8 @@ def expression_for_genes(adata, layer: str | None, gene_index=None, *,
     return x.astype(np.float32), False
 
 
-def normalize(data, *, target_sum: float = 1e4, key_added: str = "log1p_norm",
+@shared_parameters
+def normalize(data: SpatialData | AnnData, *, target_sum: float = 1e4, key_added: str = "log1p_norm",
               layer: str | None = None, table_key: str | None = None) -> None:
     """Write ``log1p(counts / library size * target_sum)`` into ``layers[key_added]``.
 
@@ -127,10 +152,8 @@ def normalize(data, *, target_sum: float = 1e4, key_added: str = "log1p_norm",
         Library size every spot is scaled to (10,000 by default, as in scanpy).
     key_added
         Layer written. Must not be ``"counts"``.
-    layer
-        Layer holding raw counts; ``"counts"`` if present, else ``X``.
-    table_key
-        Table of a SpatialData; the only one by default.
+    {layer}
+    {table_key}
 
     Returns
     -------

@@ -9,7 +9,7 @@ __all__ = ["fit", "superresolve", "evaluate", "DiffST"]
 
 def __getattr__(name: str):
     if name == "DiffST":
-        from ._diffst import DiffST
+        from ..model._diffst import DiffST
 
         return DiffST
     raise AttributeError(f"module 'diffst_sc.tl' has no attribute {name!r}")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._metrics import (
+from .._core._elements import image_levels, table_region, table_spots
+from .._core._raster import channel_index, element_raster, footprint_means, resample_to_grid
+from ..metrics._scores import (
     consistency_error,
     expression_scores,
     gene_mean,
@@ -14,7 +18,9 @@ from ._metrics import (
     renormalisation_factors,
     renormalise_to_blocks,
 )
-from ._readout import _channel_index, element_raster, footprint_means, resample_to_grid
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 #: Image holding high-resolution truth on a pixel grid (transcript data, see ``ds.pp.degrade``).
 GRID_TRUTH_KEY = "hr_truth"
@@ -25,7 +31,7 @@ SCORE_COLUMNS = ["PCC", "NRMSE", "SSIM", "wPCC", "coverage", "consistency_error"
 
 
 def evaluate(
-    sdata,
+    sdata: SpatialData,
     key: str = "diffst",
     *,
     truth: str = "hr_table",
@@ -55,22 +61,22 @@ def evaluate(
 
     Parameters
     ----------
-    sdata : spatialdata.SpatialData
+    sdata
         What ``ds.pp.degrade`` returns, after ``ds.tl.superresolve`` wrote ``images[key]`` (genes
         as channels ``c``, values in LR-spot units: expected counts of an LR spot centred there).
-    key : str
+    key
         Name of the super-resolved layer.
-    truth : str
+    truth
         Table of the high-resolution truth, with ``obs["lr_spot"]`` (integer row of the parent
         LR spot in ``tables[table_key]``) and ``obs[["array_row", "array_col"]]``.
-    table_key : str
+    table_key
         Table of the LR spots the layer was computed from (raw counts in ``layers["counts"]``
         or ``X``).
-    coordinate_system : str, optional
+    coordinate_system
         Coordinate system in which layer and spots are compared; by default the one they share.
-    genes : list of str, optional
+    genes
         Genes to score; all channels of the layer by default.
-    interval : float
+    interval
         Nominal probability of the uncertainty interval whose coverage is reported.
 
     Returns
@@ -93,7 +99,7 @@ def evaluate(
     """
     from scipy.stats import norm
 
-    from ..io._view import measured_fraction
+    from .._core._view import measured_fraction
 
     if not 0 < interval < 1:
         raise ValueError(f"`interval` is a probability in (0, 1), not {interval!r}.")
@@ -184,7 +190,7 @@ def _computed_layer(sdata, key: str, cs: str, genes: list[str]):
     Discs and truth pixels off the layer's extent still read NaN (and are refused).
     """
     raster, to_cs = element_raster(sdata, key, cs)
-    data, _ = _channel_index(raster, genes)
+    data, _ = channel_index(raster, genes)
     data = data.compute() if hasattr(data, "compute") else data
     return np.nan_to_num(np.asarray(data), nan=0.0), to_cs
 
@@ -198,7 +204,7 @@ def _coordinate_system(sdata, key: str, table_key: str, cs: str | None) -> str:
             raise ValueError(f"Layer {key!r} is not placed in coordinate system {cs!r}; it is in "
                              f"{layer_cs}. Pass one of them as `coordinate_system=`.")
         return cs
-    region = _region(sdata, table_key)
+    region = table_region(sdata, table_key)
     shared = [c for c in layer_cs
               if c in get_transformation(sdata.shapes[region], get_all=True)]
     if len(shared) == 1:
@@ -210,21 +216,11 @@ def _coordinate_system(sdata, key: str, table_key: str, cs: str | None) -> str:
                      "pass `coordinate_system=`.")
 
 
-def _region(sdata, table_key: str) -> str:
-    attrs = sdata.tables[table_key].uns.get("spatialdata_attrs", {})
-    region = attrs.get("region")
-    region = region[0] if isinstance(region, list | tuple) and len(region) == 1 else region
-    if not isinstance(region, str) or region not in sdata.shapes:
-        raise ValueError(f"Table {table_key!r} must annotate one shapes element (spot circles); "
-                         f"it annotates {region!r}.")
-    return region
-
-
 def _genes(sdata, key: str, truth: str, table_key: str, genes) -> list[str]:
-    from ._readout import _channel_names
+    from .._core._raster import channel_names
 
-    layer, _ = _first_level(sdata.images[key])
-    channels = _channel_names(layer) or []
+    layer = image_levels(sdata.images[key])[0]
+    channels = channel_names(layer) or []
     if genes is None:
         genes = channels
     genes = [str(g) for g in genes]
@@ -243,30 +239,21 @@ def _genes(sdata, key: str, truth: str, table_key: str, genes) -> list[str]:
     return genes
 
 
-def _first_level(el):
-    if hasattr(el, "children") and len(getattr(el, "children", {})):
-        return el["scale0"]["image"], True
-    return el, False
-
-
 def _spots_in_cs(sdata, table_key: str, cs: str):
     """Centres (in ``cs``), diameter (in ``cs`` units) and table of the spots a table annotates."""
     from spatialdata.transformations import get_transformation
 
-    from ..io._view import _affine, _centres_and_diameter, _order_like_table
+    from .._core._elements import affine_matrix, centres_and_diameter
 
-    region = _region(sdata, table_key)
+    region = table_region(sdata, table_key)
     adata = sdata.tables[table_key]
-    attrs = adata.uns["spatialdata_attrs"]
-    shapes = sdata.shapes[region]
-    transforms = get_transformation(shapes, get_all=True)
+    transforms = get_transformation(sdata.shapes[region], get_all=True)
     if cs not in transforms:
         raise ValueError(f"Spots {region!r} are not placed in coordinate system {cs!r}; they are "
                          f"in {list(transforms)}.")
-    shapes = _order_like_table(shapes, adata, attrs.get("instance_key"), attrs.get("region_key"),
-                               region)
-    xy, diameter = _centres_and_diameter(shapes)
-    a = _affine(transforms[cs])
+    shapes = table_spots(sdata, table_key)
+    xy, diameter = centres_and_diameter(shapes)
+    a = affine_matrix(transforms[cs])
     centres = xy @ a[:2, :2].T + a[:2, 2]
     return centres, float(diameter * np.sqrt(abs(np.linalg.det(a[:2, :2])))), adata
 

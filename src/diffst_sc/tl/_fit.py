@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..io._checks import MAKE_GENES_UNIQUE, check_unique_genes, warn_if_not_counts
-from ..io._view import section_view
+from .._core._checks import MAKE_GENES_UNIQUE, check_unique_genes, warn_if_not_counts
+from .._core._docs import shared_parameters
+from .._core._lattice import is_hex_lattice
+from .._core._view import section_view
+from ..model._data import GridSpec, path_rows, training_arrays
 from ..pp._low_counts import LOW_COUNTS_KEY
-from ._data import GridSpec, path_rows, training_arrays
 from ._inputs import as_sdata_list, check_fit_options, remember_model
 
-#: Training budgets per preset (the network's sizes come from ``model.preset``).
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    from ..model import DiffST
+
+#: Training budgets per preset (the network's sizes come from ``module.preset``).
 TRAINING_PRESETS = {
     "cpu-small": {"max_steps": 800, "batch_size": 8, "patch_size": 32, "lr": 1e-3},
     "gpu-large": {"max_steps": 30000, "batch_size": 32, "patch_size": 64, "lr": 2e-4},
 }
 
 
+@shared_parameters
 def fit(
-    data,
-    image=None,
+    data: SpatialData | AnnData | list[SpatialData],
+    image: np.ndarray | None = None,
     *,
     genes: list[str] | None = None,
     n_genes: int = 100,
@@ -46,7 +56,7 @@ def fit(
     deep: bool = False,
     progress: bool = True,
     **config,
-):
+) -> DiffST:
     """Train a Diff-ST model: spot expression + H&E -> fine gene maps.
 
     Each section's measured spots are summed into coarser pseudo-spots (``ds.pp.degrade``); the
@@ -64,15 +74,14 @@ def fit(
         Genes to model; by default the ``n_genes`` most expressed (``ds.pp.select_genes``).
     n_genes
         How many genes to pick when ``genes`` is not given.
-    table_key, image_key, img_key, coordinate_system
-        Which table, image and coordinate system to use (see ``ds.io.section_view``).
-    layer
-        Layer of the table(s) holding raw counts; ``"counts"`` if present, else ``X``.
-    microns_per_pixel
-        Size of one full-resolution H&E pixel: one number for every section, or a list with one
-        per section. Read from the data when recorded (Space Ranger's scale factors,
-        ``ds.io.read_legacy_st``), else guessed from the spots with a warning. Pass the same
-        value to :func:`superresolve`.
+    {table_key}
+    {image_key}
+    {img_key}
+    {coordinate_system}
+    {layer}
+    {microns_per_pixel}
+        One number for every section, or a list with one per section; pass the same to
+        :func:`superresolve`.
     missing_key
         Boolean ``obs`` column of the spots to leave out of the training pairs (they are not
         summed into pseudo-spots and are no targets); computed with
@@ -111,10 +120,9 @@ def fit(
         better (``benchmarks/results``). With ``False`` the model is the histology path alone:
         fitted in under a minute, and :func:`superresolve` writes its map (one deterministic
         sample; the uncertainty is the path's error on its training pairs).
-    progress
-        Show a progress bar with the loss.
+    {progress}
     **config
-        Overrides of the network configuration (``ds.model.NetConfig`` fields, e.g.
+        Overrides of the network configuration (``ds.module.NetConfig`` fields, e.g.
         ``use_gene_graph=False``) and ``deterministic=True`` for the non-diffusion ablation.
 
     Returns
@@ -131,9 +139,10 @@ def fit(
     import torch
 
     from .. import pp
-    from ..model import DiffusionConfig, TrainerConfig, fit_model
-    from ..model import preset as net_preset
-    from ._diffst import DiffST
+    from ..model._diffst import DiffST
+    from ..module import preset as net_preset
+    from ..schedulers import DiffusionConfig
+    from ..train import TrainerConfig, fit_model
 
     if not deep and not histology_path:
         raise ValueError("deep=False keeps only the histology path, so it needs "
@@ -169,7 +178,7 @@ def fit(
                                  missing_key=missing_key, genes=genes)
     path = None
     if histology_path:
-        from ._histology_path import HistologyPath
+        from ..model._histology_path import HistologyPath
 
         rows = [r for lr_views, hr in pair_views for r in path_rows(lr_views, hr, genes, spec)]
         ratio = float(np.median([hr.spot_diameter_um / lr_views[0].spot_diameter_um
@@ -240,8 +249,7 @@ def _training_views(sdatas, views, supervised: bool = False, missing_key: str | 
     """
     if supervised:
         return [_supervised_views(s, v) for s, v in zip(sdatas, views, strict=True)]
-    return [_self_supervised_views(s, v, missing_key, genes)
-            for s, v in zip(sdatas, views, strict=True)]
+    return [_self_supervised_views(v, missing_key, genes) for v in views]
 
 
 def _per_section(value, n: int) -> list:
@@ -262,7 +270,7 @@ def _counts_table(view):
     import anndata as ad
     import pandas as pd
 
-    from ..io._view import SECTION_UNS_KEY
+    from .._core._view import SECTION_UNS_KEY
 
     x = view.adata.X if view.layer is None else view.adata.layers[view.layer]
     return ad.AnnData(X=x, obs=pd.DataFrame(index=view.adata.obs_names.copy()),
@@ -270,109 +278,60 @@ def _counts_table(view):
                       uns={SECTION_UNS_KEY: {"name": view.name}})
 
 
-def _self_supervised_views(sdata, view, missing_key: str | None = None,
+def _self_supervised_views(view, missing_key: str | None = None,
                            genes: list[str] | None = None):
     """The section's spots summed into pseudo-spots (inputs) -> its spots (target).
 
     Spots flagged in ``obs[missing_key]`` are dropped first, so they are neither summed into a
     pseudo-spot nor a target. On a square array every phase of the 2 x 2 blocks is used
     (4 pseudo-spot lattices), which multiplies what a single section teaches without inventing
-    any count.
+    any count. The pseudo-spots are those of ``pp.degrade``, summed from the checked view's
+    arrays (``pp._degrade.coarsen_view``): no SpatialData is built and nothing is checked twice.
     """
-    from .. import pp
+    from ..pp._degrade import coarsen_view
     from ..pp._low_counts import spots_to_skip
 
-    sdata, view = _training_section(sdata, view, ~spots_to_skip(view, missing_key), genes)
-    lr_views = []
-    for shifted in _block_phases(sdata, view):
-        pair = pp.degrade(shifted, table_key=view.table_key,
-                          coordinate_system=view.coordinate_system, image_key=view.image_key)
-        lr = section_view(pair, table_key="table", coordinate_system=view.coordinate_system,
-                          microns_per_pixel=view.microns_per_pixel)
-        if lr.n_spots >= 2:
-            lr_views.append(lr)
+    target = _training_view(view, ~spots_to_skip(view, missing_key), genes)
+    obs = target.adata.obs
+    row, col = obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int)
+    phases = [(0, 0)] if is_hex_lattice(row, col) else [(0, 0), (0, 1), (1, 0), (1, 1)]
+    mode = "hex" if is_hex_lattice(row, col) else "square"
+    lr_views = [lr for dy, dx in phases
+                if (lr := coarsen_view(target, row + dy, col + dx, mode=mode)).n_spots >= 2]
     if not lr_views:
         raise ValueError(f"Section {view.name!r} has too few spots ({view.n_spots}) to learn "
                          "from: at least a few dozen measured spots are needed.")
-    return lr_views, view
+    return lr_views, target
 
 
-def _training_section(sdata, view, kept: np.ndarray, genes: list[str] | None = None):
-    """The section reduced to its ``kept`` spots and ``genes``, as ``pp.degrade`` should read it.
+def _training_view(view, kept: np.ndarray, genes: list[str] | None = None):
+    """The view reduced to its ``kept`` spots and ``genes``, as the pseudo-spots are summed from.
 
-    The table holds the view's counts of ``genes`` (all by default) in ``X`` (no other layer),
-    each spot's library size over all genes in ``obs[LIBRARY_KEY]``, array positions (placed
-    by ``pp._degrade.spot_positions`` when the table records none), and the H&E pixel size,
-    so that ``pp.degrade`` reads what ``view`` reads; copying only the model's genes keeps the
-    block phases small on a slide of many genes. Returns the new SpatialData (sharing the H&E)
-    and its view.
+    Its table holds the view's counts of ``genes`` (all by default) in ``X``, each spot's
+    library size over all genes in ``obs[LIBRARY_KEY]`` and array positions (placed by
+    ``spot_positions`` from all the spots when the table records none); copying only the
+    model's genes keeps the block phases small on a slide of many genes.
     """
-    import anndata as ad
-    import geopandas as gpd
-    import pandas as pd
-    from spatialdata import SpatialData
-    from spatialdata.models import ShapesModel, TableModel
-    from spatialdata.transformations import get_transformation
+    import dataclasses
 
-    from ..io._view import LIBRARY_KEY, SECTION_UNS_KEY, _gene_index, _order_like_table
-    from ..pp._degrade import spot_positions
+    import anndata as ad
+
+    from .._core._lattice import spot_positions
+    from .._core._view import LIBRARY_KEY, gene_indices
 
     if kept.sum() < 2:
         raise ValueError(f"Section {view.name!r} has {int(kept.sum())} spots left after leaving "
                          "out the flagged ones; check the flags, or pass missing_key=None.")
     table = view.adata
-    attrs = dict(table.uns["spatialdata_attrs"])
-    region_key, instance_key = attrs.get("region_key") or "region", attrs.get("instance_key")
-    shapes = _order_like_table(sdata.shapes[view.shapes_key], table, instance_key,
-                               attrs.get("region_key"), view.shapes_key)
-    ids = np.arange(int(kept.sum()))
-    gdf = gpd.GeoDataFrame({c: shapes[c].to_numpy()[kept] for c in shapes.columns
-                            if c != "geometry"}, geometry=shapes.geometry.to_numpy()[kept],
-                           index=ids)
-    shapes = ShapesModel.parse(gdf, transformations=get_transformation(shapes, get_all=True))
     x = table.X if view.layer is None else table.layers[view.layer]
-    gidx = np.arange(table.n_vars) if genes is None else _gene_index(table, genes)
+    gidx = np.arange(table.n_vars) if genes is None else gene_indices(table, genes)
     obs = table.obs[kept].copy()
     obs[LIBRARY_KEY] = view.library_sizes()[kept]
     if not {"array_row", "array_col"} <= set(obs.columns):  # placed once, from all the spots
         row, col, _ = spot_positions(view)
         obs["array_row"], obs["array_col"] = row[kept], col[kept]
-    instance_key = instance_key or "spot_id"
-    obs[instance_key], obs[region_key] = ids, pd.Categorical([view.shapes_key] * len(ids))
-    uns = {k: v for k, v in table.uns.items() if k != "spatialdata_attrs"}
-    uns[SECTION_UNS_KEY] = {**uns.get(SECTION_UNS_KEY, {}),
-                            "microns_per_pixel": float(view.microns_per_pixel),
-                            "spot_diameter_px": float(view.diameter_px)}
-    sub = ad.AnnData(X=x[:, gidx][kept], obs=obs, var=table.var.iloc[gidx].copy(), uns=uns,
-                     obsm={k: np.asarray(v)[kept] for k, v in table.obsm.items()})
-    sub = TableModel.parse(sub, region=view.shapes_key, region_key=region_key,
-                           instance_key=instance_key)
-    out = SpatialData(images={view.image_key: sdata.images[view.image_key]},
-                      shapes={view.shapes_key: shapes}, tables={view.table_key: sub})
-    return out, section_view(out, table_key=view.table_key, image_key=view.image_key,
-                             coordinate_system=view.coordinate_system,
-                             microns_per_pixel=view.microns_per_pixel)
-
-
-def _block_phases(sdata, view):
-    """The section itself, plus copies whose array positions are shifted by one (square arrays)."""
-    from spatialdata import SpatialData
-
-    obs = view.adata.obs
-    yield sdata
-    if not {"array_row", "array_col"} <= set(obs.columns):
-        return
-    from ..pp._degrade import _is_hex_lattice
-
-    if _is_hex_lattice(obs["array_row"], obs["array_col"]):
-        return
-    for dy, dx in ((0, 1), (1, 0), (1, 1)):
-        table = view.adata.copy()
-        table.obs["array_row"] = table.obs["array_row"].to_numpy(int) + dy
-        table.obs["array_col"] = table.obs["array_col"].to_numpy(int) + dx
-        yield SpatialData(images={view.image_key: sdata.images[view.image_key]},
-                          shapes={view.shapes_key: sdata.shapes[view.shapes_key]},
-                          tables={view.table_key: table})
+    sub = ad.AnnData(X=x[:, gidx][kept], obs=obs, var=table.var.iloc[gidx].copy())
+    return dataclasses.replace(view, adata=sub, layer=None, centres_px=view.centres_px[kept])
 
 
 def _supervised_views(sdata, view):
@@ -394,7 +353,7 @@ def _residual_sd(model, sections, seed: int, max_sections: int = 8) -> list[floa
     """
     import torch
 
-    from ..model._patches import patch_condition
+    from ..train._patches import patch_condition
 
     net, cfg = model.module.eval(), model.net_config
     net.set_active_cells(cfg.n_cells)
@@ -425,7 +384,7 @@ def _residual_sd(model, sections, seed: int, max_sections: int = 8) -> list[floa
 
 
 def _patch_sampler(sections, net_cfg, budget):
-    from ..model import PatchSampler
+    from ..train import PatchSampler
 
     return PatchSampler(sections, patch_size=budget["patch_size"], n_cells=net_cfg.n_cells,
                         cell_size=net_cfg.cell_size, batch_size=budget["batch_size"])

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import numbers
 import os
-import weakref
 from pathlib import Path
 
-_BY_OBJECT: dict[tuple[int, str], tuple[weakref.ref, object]] = {}
-
-#: ``table.uns`` key recording the folder of the model saved after fitting on the table.
-SAVED_MODEL_KEY = "diffst_model"
+from .._core._attached import attach, attached
+from ..model._saved import SAVED_MODEL_KEY
 
 _NO_MODEL = ("No model given and none fitted on these data: pass `model=` a DiffST (from "
              "`ds.tl.fit(data)`) or the folder of a saved one (written by `model.save(path)`).")
@@ -42,31 +39,31 @@ def anndata_sdata(adata, image=None, img_key=None):
     """The SpatialData made from an AnnData (made once per AnnData object and remembered)."""
     from ..io import from_anndata
 
-    hit = _lookup(adata, "sdata")
+    hit = attached(adata, "sdata")
     if hit is not None and image is None:
         return hit
     sdata = from_anndata(adata, image, img_key=img_key)
-    _remember(adata, "sdata", sdata)
+    attach(adata, "sdata", sdata)
     return sdata
 
 
 def remember_model(data, model) -> None:
     """Record ``model`` as the one fitted on ``data`` (each object of a list too)."""
     for d in data if isinstance(data, list | tuple) else [data]:
-        _remember(d, "model", model)
-        sd = _lookup(d, "sdata")
+        attach(d, "model", model)
+        sd = attached(d, "sdata")
         if sd is not None:
-            _remember(sd, "model", model)
+            attach(sd, "model", model)
 
 
 def recall_model(data):
     """The model last fitted on ``data``, or ``None``."""
-    return _lookup(data, "model")
+    return attached(data, "model")
 
 
 def check_fit_options(*, max_steps=None, batch_size=None, genes=None) -> None:
     """Refuse, before any work, training budgets that are not positive and repeated genes."""
-    from ..io._checks import check_unique_genes
+    from .._core._checks import check_unique_genes
 
     for name, value in (("max_steps", max_steps), ("batch_size", batch_size)):
         if value is None:
@@ -92,7 +89,7 @@ def resolve_model(model, data, sdata):
     ValueError
         When no model is given, none was fitted on the data and no table records one.
     """
-    from ._diffst import DiffST
+    from ..model._diffst import DiffST
 
     if isinstance(model, str | os.PathLike):
         return DiffST.load(model)
@@ -129,47 +126,3 @@ def recorded_model_folder(sdata) -> Path | None:
                 f"which holds none now. {_NO_MODEL}")
         return folder
     return None
-
-
-def record_saved_model(model, path) -> None:
-    """Record ``path`` in ``uns[SAVED_MODEL_KEY]`` of the tables ``model`` was fitted on.
-
-    Only data still in memory are reached (the registry keeps weak references); for a
-    SpatialData, the tables that hold all the model's genes.
-    """
-    record = {"path": str(Path(path).resolve())}
-    for obj in _fitted_on(model):
-        for table in _tables_with(obj, model.genes):
-            table.uns[SAVED_MODEL_KEY] = dict(record)
-
-
-def _fitted_on(model) -> list:
-    out = []
-    for (_, what), (ref, value) in list(_BY_OBJECT.items()):
-        obj = ref()
-        if what == "model" and value is model and obj is not None:
-            out.append(obj)
-    return out
-
-
-def _tables_with(obj, genes) -> list:
-    from anndata import AnnData
-
-    tables = [obj] if isinstance(obj, AnnData) else list(getattr(obj, "tables", {}).values())
-    return [t for t in tables if set(genes) <= set(map(str, t.var_names))]
-
-
-def _remember(obj, what, value):
-    key = (id(obj), what)
-    _BY_OBJECT[key] = (weakref.ref(obj), value)
-
-
-def _lookup(obj, what):
-    hit = _BY_OBJECT.get((id(obj), what))
-    if hit is None:
-        return None
-    ref, value = hit
-    if ref() is not obj:  # the id was reused by another object
-        del _BY_OBJECT[(id(obj), what)]
-        return None
-    return value

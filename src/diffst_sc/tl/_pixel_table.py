@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
@@ -21,8 +20,10 @@ def add_pixel_table(sdata, view, genes, mean, keep, grid, key: str,
     in ``uns['spatial'][key]`` (``images['hires']`` with its scale factor), the layout of
     ``sc.pl.spatial`` and ``sq.pl.spatial_scatter``.
     """
-    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.models import ShapesModel
     from spatialdata.transformations import get_transformation
+
+    from .._core._build import spot_table
 
     g, h, w = mean.shape
     keep = np.asarray(keep, bool).ravel()
@@ -38,16 +39,12 @@ def add_pixel_table(sdata, view, genes, mean, keep, grid, key: str,
     sdata.shapes[shapes_key] = ShapesModel.parse(
         centres, geometry=0, radius=np.full(len(ids), grid.pixel / 2), index=ids,
         transformations={view.coordinate_system: to_cs})
-    obs = pd.DataFrame({"region": pd.Categorical([shapes_key] * len(ids)), "pixel_id": ids,
-                        "grid_row": ids // w, "grid_col": ids % w}, index=ids.astype(str))
-    adata = ad.AnnData(X=x, obs=obs,
-                       var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
-    adata.obsm["spatial"] = centres
+    obs = pd.DataFrame({"grid_row": ids // w, "grid_col": ids % w}, index=ids.astype(str))
     scale = min(1.0, image_px / max(view.image.shape[1:]))
     he = view.image_at(view.microns_per_pixel / scale)
-    adata.uns["spatial"] = {key: {
-        "images": {"hires": np.moveaxis(he, 0, -1)},
-        "scalefactors": {"tissue_hires_scalef": scale, "spot_diameter_fullres": grid.pixel},
-    }}
-    sdata.tables[table_key] = TableModel.parse(adata, region=shapes_key, region_key="region",
-                                               instance_key="pixel_id")
+    sdata.tables[table_key] = spot_table(x, genes, obs, centres, region=shapes_key, ids=ids,
+                                         instance_key="pixel_id", counts=False, uns={"spatial": {
+                                             key: {"images": {"hires": np.moveaxis(he, 0, -1)},
+                                                   "scalefactors": {
+                                                       "tissue_hires_scalef": scale,
+                                                       "spot_diameter_fullres": grid.pixel}}}})

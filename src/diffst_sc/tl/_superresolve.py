@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
 
-from ..io._checks import check_new_names
-from ..io._view import SectionView, section_view
-from ..pp._grid import Grid, coverage_matrix, gaussian_weights, normalised_rows
+from .._core._checks import check_new_names
+from .._core._docs import shared_parameters
+from .._core._grid import Grid, coverage_matrix, gaussian_weights, normalised_rows
+from .._core._view import SectionView, section_view
+from ..model._data import apply_path, condition_arrays, disc_area_um2, scaler_for
 from ..pp._low_counts import LOW_COUNTS_KEY, spots_to_skip
-from ._data import apply_path, condition_arrays, disc_area_um2, scaler_for
 from ._inputs import as_sdata_list, resolve_model
 
+if TYPE_CHECKING:
+    import os
 
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    from ..model import DiffST
+
+
+@shared_parameters
 def superresolve(
-    data,
-    model=None,
+    data: SpatialData | AnnData,
+    model: DiffST | str | os.PathLike | None = None,
     *,
     key_added: str = "diffst",
     pixel_size_um: float | None = None,
@@ -34,9 +46,9 @@ def superresolve(
     outside_tissue: float = 0.0,
     add_pixel_table: bool = False,
     tile_size: int = 64,
-    scratch_dir=None,
+    scratch_dir: str | os.PathLike | None = None,
     progress: bool = True,
-):
+) -> SpatialData | None:
     """Super-resolve a section with a fitted model and add the maps to it as image layers.
 
     Writes ``sdata.images[key_added]`` (mean over samples; channels = the model's genes, one
@@ -53,7 +65,7 @@ def superresolve(
     ``outside_tissue`` in both layers: 0 by default (every pixel on the tissue is positive, so
     0 marks the outside), or NaN, which matplotlib, napari and xarray draw as transparent. The
     correction towards the measured spots is made before; ``ds.tl.evaluate`` and ``ds.pl``
-    read either, and the footprint readouts of ``diffst_sc.tl._readout`` leave NaN pixels out
+    read either, and the footprint readouts of ``diffst_sc._core._raster`` leave NaN pixels out
     (``nan_as=0.0`` reads them as no counts).
 
     Spots flagged in ``obs[missing_key]`` (failed captures, see
@@ -86,13 +98,11 @@ def superresolve(
         Replace existing layers with the same names.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
-    table_key, image_key, coordinate_system
-        Which table, image and coordinate system (see ``ds.io.section_view``).
-    layer
-        Layer of the table holding raw counts; ``"counts"`` if present, else ``X``.
-    microns_per_pixel
-        Size of one full-resolution H&E pixel; read from the data when recorded (Space Ranger's
-        scale factors, ``ds.io.read_legacy_st``), else guessed from the spots with a warning.
+    {table_key}
+    {image_key}
+    {coordinate_system}
+    {layer}
+    {microns_per_pixel}
         Pass the value given to ``fit``.
     missing_key
         Boolean ``obs`` column of the spots to treat as missing. When the column is absent it is
@@ -112,8 +122,7 @@ def superresolve(
         temporary folder by default). The new layers are lazy dask arrays read from it, so memory
         stays bounded on a large slide; the store is deleted when Python exits, so write the
         SpatialData (``sdata.write`` or ``sdata.write_element(key_added)``) to keep them.
-    progress
-        Show a progress bar over tiles.
+    {progress}
 
     Returns
     -------
@@ -129,7 +138,7 @@ def superresolve(
     >>> ds.tl.superresolve(sdata, key_added="diffst")  # doctest: +SKIP
     >>> sdata.pl.render_images("diffst", channel="ERBB2").pl.show()  # doctest: +SKIP
     """
-    from ..model import resolve_device
+    from ..train import resolve_device
 
     sdatas, _ = as_sdata_list(data)
     if len(sdatas) != 1:
@@ -224,23 +233,26 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     import torch
     from tqdm.auto import tqdm
 
-    from ..model import make_sampler
-    from ..model._patches import _pad_to, patch_condition
+    from ..schedulers import make_sampler
+    from ..train._patches import pad_to, patch_condition
     from ._tile_store import BandBlender, gene_chunk, new_array
 
     genes, spec, net = model.genes, model.grid_spec, model.module
     grid = spec.grid_for(view)
     measured = _without(view, missing)
-    scaler = scaler_for(measured, genes)
-    arrays = condition_arrays(measured, genes, scaler, grid, spec, cells=model.deep)
+    # The measured spots' expression and every spot's footprint on the grid, once each: the
+    # scaler, the interpolated surface and the constraint all read them.
+    expression = measured.footprint_expression(genes)
+    cov_all = coverage_matrix(view.centres_px, view.diameter_px, grid).tocsr()
+    cov_rows = cov_all if measured is view else cov_all[~np.asarray(missing, bool)]
+    scaler = scaler_for(measured, genes, expression)
+    arrays = condition_arrays(measured, genes, scaler, grid, spec, cells=model.deep,
+                              expression=expression, coverage=cov_rows)
     path = getattr(model, "histology_path", None)
     if path is not None:
         apply_path(arrays, path, measured, grid, path.radius_um(measured))
     area = disc_area_um2(view)
-    target = scaler.density(measured.footprint_expression(genes), area)
-    # Every spot's footprint on the grid, once; the constraint uses the measured spots' rows.
-    cov_all = coverage_matrix(view.centres_px, view.diameter_px, grid).tocsr()
-    cov_rows = cov_all if measured is view else cov_all[~np.asarray(missing, bool)]
+    target = scaler.density(expression, area)
     cov = cov_rows.tocsc()
     spread = _spread(measured.centres_px, view.spacing_px, grid)
 
@@ -272,7 +284,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
         proj = _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device, pseudo)
         with torch.no_grad():
             if not model.deep:  # the histology path alone: its base map, projected
-                lr = _pad_to(arrays.lr, i, j, size, size).astype(np.float32, copy=False)
+                lr = pad_to(arrays.lr, i, j, size, size).astype(np.float32, copy=False)
                 z = proj(torch.from_numpy(lr)[None].to(device))
             else:
                 cond = patch_condition(arrays, i, j, size, model.net_config.n_cells,
@@ -359,7 +371,7 @@ def _with_model_error(mean, std, residual_sd, gene_sd, unit):
 
 
 #: Counts over a footprint added to both sides of the correction's ratios: one count, the
-#: measurement's resolution (see ``model.FootprintProjection``). With that, and the spots'
+#: measurement's resolution (see ``schedulers.FootprintProjection``). With that, and the spots'
 #: factors blended arithmetically at the cells' borders, her2st's mean wPCC is 0.427 single /
 #: 0.420 across sections, against 0.423 / 0.414 with a floor of a thousandth of the median spot
 #: and factors blended in log space (which let a spot without counts of a gene scale to nothing
@@ -390,7 +402,7 @@ def _spread(centres_px: np.ndarray, spacing_px: float, grid: Grid) -> sp.csr_mat
 def _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device, pseudo):
     import torch
 
-    from ..model import FootprintProjection
+    from ..schedulers import FootprintProjection
 
     ii, jj = np.meshgrid(np.arange(i, i + size), np.arange(j, j + size), indexing="ij")
     inside = (ii < grid.height) & (jj < grid.width)
@@ -406,27 +418,22 @@ def _tile_projection(cov, spread, target, grid, i, j, size, mu, sd, device, pseu
 def _project_global(mean, std, coverage, spread, target, pseudo, iters: int = 8):
     """Final correction of the blended mean so each footprint matches its spot.
 
-    Multiplicative on the counts plus ``pseudo`` (counts over a footprint), the spots'
-    factors blended by ``spread``, as ``model.FootprintProjection``. ``mean``, ``std``:
+    :func:`~diffst_sc.schedulers.correction_rounds` on counts, as the samplers'
+    ``FootprintProjection`` runs them on each tile's densities. ``mean``, ``std``:
     ``(G, H, W)`` of some genes; ``coverage``: ``(spots, H*W)`` with rows summing to one;
     ``target``: ``(spots, G)`` counts.
     Returns the corrected mean and std and the summed absolute error of the footprints against
     the target.
     """
-    from ..model._consistency import MAX_LOG_STEP
+    from ..schedulers._projection import correction_rounds
 
     g, h, w = mean.shape
     # A pixel stays above 0, which marks the outside of the tissue in the layers: a millionth
     # of the pseudo-count, which leaves the consistency as it is.
     least = 1e-6 * pseudo
     m = np.maximum(mean.reshape(g, h * w).T, least)  # (HW, G)
-    s = std.reshape(g, h * w).T
-    log_target = np.log(np.maximum(target, 0) + pseudo)
-    for _ in range(iters):
-        ratio = np.clip(log_target - np.log(coverage @ m + pseudo), -MAX_LOG_STEP, MAX_LOG_STEP)
-        # the spots' factors, less 1, blended by the spread's weights (0 where no spot is near)
-        d = np.clip(spread @ np.expm1(ratio), np.expm1(-MAX_LOG_STEP), np.expm1(MAX_LOG_STEP))
-        m, s = np.maximum(m + (m + pseudo) * d, least), s * (1 + d)
+    m, s = correction_rounds(m, coverage, spread, np.log(np.maximum(target, 0) + pseudo), pseudo,
+                             iters, floor=least, carry=std.reshape(g, h * w).T)
     err = float(np.abs(coverage @ m - target).sum())
     return m.T.reshape(g, h, w), s.T.reshape(g, h, w), err
 

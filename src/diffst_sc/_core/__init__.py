@@ -1,0 +1,55 @@
+"""The toolkit every room builds on: one way to read a section and each of its elements.
+
+- ``_view``: :class:`SectionView`, the one internal view of a section, and its keys.
+- ``_elements``: which table, H&E and coordinate system; element geometry.
+- ``_lattice``: spot spacing, array positions, hexagonal or square.
+- ``_grid``: the working grid, disc coverage and Gaussian spreading on it.
+- ``_raster``: reading image elements (layers) over footprints and grids.
+- ``_image``: the H&E at a chosen pixel size; the tissue mask.
+- ``_build``: the canonical SpatialData of one section.
+- ``_checks``: input checks whose errors name the problem and the fix.
+
+Nothing here imports the user-facing rooms (``io``, ``pp``, ``tl``, ``pl``, ``model``).
+"""
+
+from ._build import build_sdata
+from ._checks import (
+    NotCountsWarning,
+    check_counts,
+    check_new_names,
+    check_unique_genes,
+    warn_if_not_counts,
+)
+from ._elements import (
+    affine_matrix,
+    centres_and_diameter,
+    image_levels,
+    order_like_table,
+    pick_coordinate_system,
+    pick_image,
+    pick_table,
+    table_region,
+    table_spots,
+)
+from ._grid import Grid, coverage_matrix, gaussian_weights
+from ._image import resample_image, tissue_mask
+from ._lattice import area_per_spot, is_hex_lattice, spot_positions, spot_spacing
+from ._raster import (
+    element_raster,
+    footprint_means,
+    footprint_weights,
+    layer_footprint_means,
+    resample_to_grid,
+)
+from ._view import LIBRARY_KEY, MEASURED_KEY, SECTION_UNS_KEY, SectionView, section_view
+
+__all__ = [
+    "SectionView", "section_view", "SECTION_UNS_KEY", "LIBRARY_KEY", "MEASURED_KEY",
+    "pick_table", "pick_image", "pick_coordinate_system", "affine_matrix", "image_levels",
+    "order_like_table", "centres_and_diameter", "spot_spacing", "spot_positions",
+    "area_per_spot", "is_hex_lattice", "Grid", "coverage_matrix", "gaussian_weights",
+    "element_raster", "footprint_means", "footprint_weights", "layer_footprint_means",
+    "build_sdata", "NotCountsWarning", "check_counts", "check_unique_genes", "check_new_names",
+    "warn_if_not_counts", "resample_image", "tissue_mask", "resample_to_grid", "table_region",
+    "table_spots",
+]

@@ -1,0 +1,315 @@
+"""The low-capacity path: how far the fine map departs from the interpolated spots, from the H&E.
+
+Its inputs at each grid pixel are deviations from what the spots already say: the histology
+descriptors (``pp._descriptors``) of the discs around the pixel minus their mean over the
+pixel's cell (the input spot it lies nearest to); and each gene's interpolated expression minus
+its cell mean, an input only that gene's output sees. (Subtracting instead the descriptors'
+footprint means interpolated like the expression, on her2st: 0.439 against 0.441 at the
+footprints.) A ridge regression, fitted
+in closed form on the training pairs, maps them to the deviation of the target from the
+interpolated expression. Its prediction, added to the interpolated expression, is the *base*
+map the deep network refines: the network sees the base as its expression condition and learns
+only the residual, so with few pairs it cannot fall far below the ridge.
+
+The descriptor disc is the footprint the map resolves: in training the target spots' radius, in
+inference the input spots' radius times the same ratio, so the descriptors describe the same
+relative scale in both, and the same physical scale when a model fitted on measured spots is
+applied to spots of the same size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._core._grid import Grid
+from ..metrics._scores import block_means
+from ..module._ridge import Ridge
+from ..pp._descriptors import (
+    BASE_UM,
+    DESCRIPTOR_NAMES,
+    histology_descriptors,
+    nuclear_threshold,
+    section_quantities,
+    working_pixel_um,
+)
+
+#: Radii of the descriptor discs relative to the resolved footprint.
+SCALES = (0.5, 1.0, 2.0, 4.0)
+#: Ridge penalties (on standardised inputs, one row per target spot) whose fits the path
+#: averages. A penalty chosen by cross-validation over a few hundred rows was unstable: on
+#: her2st it picked the weakest on one section, which then did worst at the finer scale the map
+#: is read at (single-section wPCC 0.41 against 0.45 for the mean of the penalties).
+ALPHAS = (30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+#: Output directions the shared weights keep (reduced-rank ridge): the genes' departures follow
+#: a few tissue factors (her2st: ranks 2 to 5 score alike, 1 is worse).
+RANK = 3
+N_FOLDS = 5
+#: Side of the square tiles (grid pixels) dealt to the folds: neighbours are held out together.
+FOLD_TILE = 16
+#: What the path's ridge reads, recorded with a saved model (a model saved with other inputs
+#: cannot be applied).
+INPUTS = f"descriptors{SCALES}/section-sd+own-gene"
+#: Largest deviation (model units, standard deviations of a gene) the path may add.
+MAX_DEVIATION = 3.0
+
+
+def cells_of(view, grid: Grid) -> np.ndarray:
+    """``(H * W,)`` the input spot whose cell each grid pixel lies in (its nearest), or -1.
+
+    Pixels farther than one spacing from every spot form no cell.
+    """
+    from scipy.spatial import cKDTree
+
+    dist, nearest = cKDTree(view.centres_px).query(grid.pixel_centres(),
+                                                   distance_upper_bound=view.spacing_px)
+    return np.where(np.isfinite(dist), nearest, -1).astype(np.int64)
+
+
+def _membership(cell_of: np.ndarray) -> sp.csr_matrix:
+    """``(H * W, n_cells)`` sparse: each pixel's cell, with columns averaging over the cell."""
+    inside = np.nonzero(cell_of >= 0)[0]
+    n = int(cell_of.max()) + 1 if inside.size else 0
+    counts = np.bincount(cell_of[inside], minlength=n).astype(np.float64)
+    vals = 1.0 / counts[cell_of[inside]]
+    return sp.csr_matrix((vals, (inside, cell_of[inside])), shape=(len(cell_of), n))
+
+
+def _deviations(values: np.ndarray, cell_of: np.ndarray,
+                membership: sp.csr_matrix | None = None) -> np.ndarray:
+    """``(C, H * W)`` values minus their mean over each pixel's cell (0 outside every cell).
+
+    ``membership`` is :func:`_membership` of ``cell_of``, when the caller has it already.
+    """
+    m = _membership(cell_of) if membership is None else membership
+    means = (m.T @ values.T).T  # (C, n_cells)
+    out = values.astype(np.float32, copy=True)
+    inside = cell_of >= 0
+    out[:, inside] -= means[:, cell_of[inside]]
+    out[:, ~inside] = 0.0
+    return out
+
+
+def _spread(deviations: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``(C,)`` standard deviation of each row of ``deviations`` over the ``inside`` pixels."""
+    if not inside.any():
+        return np.ones(len(deviations))
+    return np.maximum(deviations[:, inside].std(1, dtype=np.float64), 1e-8)
+
+
+def descriptor_maps(view, grid: Grid, radius_um: float, *,
+                    band_um2: float = 32e6) -> np.ndarray:
+    """Histology descriptors of the disc of ``radius_um`` around every grid pixel, ``(D, H, W)``.
+
+    The H&E is read at 1 um per pixel, in bands of grid rows of about ``band_um2`` square
+    micrometres each (with the widest disc's reach above and below) when the section is larger,
+    so that memory is bounded by a band on any slide (a her2st section is one or two). The
+    nuclear threshold is the whole section's in either case.
+    """
+    pixel_um = working_pixel_um(radius_um, SCALES)
+    um = grid.pixel * view.microns_per_pixel  # grid pixel in micrometres
+    reach = (max(SCALES) * radius_um + 2 * pixel_um) / view.microns_per_pixel
+    x0, x1 = grid.x0, grid.x0 + grid.width * grid.pixel
+    y_top, y_end = grid.y0, grid.y0 + grid.height * grid.pixel
+    rows = max(1, int(band_um2 / (grid.width * um) / um))
+    bands = [(r0, min(grid.height, r0 + rows)) for r0 in range(0, grid.height, rows)]
+
+    def read(r0, r1):
+        y0 = max(y_top, grid.y0 + r0 * grid.pixel - reach)
+        y1 = min(y_end, grid.y0 + r1 * grid.pixel + reach)
+        return (x0, y0, x1, y1), view.image_at(BASE_UM, (x0, y0, x1, y1), dtype=np.uint8)
+
+    threshold = None  # one band: the window's own, as stain_quantities takes it
+    if len(bands) > 1:
+        threshold = nuclear_threshold(read(*b)[1] for b in bands)
+    centres = grid.pixel_centres().reshape(grid.height, grid.width, 2)
+    out = np.empty((len(SCALES) * len(DESCRIPTOR_NAMES), grid.height, grid.width), np.float32)
+    for r0, r1 in bands:
+        bbox, rgb = read(r0, r1)
+        q = section_quantities(view, bbox, pixel_um, rgb=rgb, threshold=threshold)
+        del rgb
+        d = histology_descriptors(q, centres[r0:r1].reshape(-1, 2), radius_um, SCALES)
+        del q  # before the next band's are made: one band's quantities in memory at a time
+        out[:, r0:r1] = d.T.reshape(-1, r1 - r0, grid.width)
+    return out
+
+
+def section_scale(descriptors: np.ndarray, cell_of: np.ndarray) -> np.ndarray:
+    """``(D,)`` spread of each descriptor's deviation from the cells, over the cells' pixels.
+
+    The path divides the descriptor deviations by it, so that each section's histology is
+    measured in its own units: what a section's stain or scanner shifts or stretches, the
+    model does not see (her2st, fitted across sections: wPCC 0.39 -> 0.43, see
+    ``benchmarks/results``).
+    """
+    m, inside = _membership(cell_of), cell_of >= 0
+    flat = descriptors.reshape(len(descriptors), -1)
+    # one descriptor at a time: the deviations of all of them are D maps of memory
+    return np.concatenate([_spread(_deviations(v[None], cell_of, m), inside) for v in flat])
+
+
+@dataclass
+class FootprintRows:
+    """The path's training data from one pair: one row per target spot.
+
+    Attributes
+    ----------
+    features
+        ``(n, D)`` descriptor deviations from the input spots' cells, averaged over each target
+        footprint, in units of :func:`section_scale`.
+    own
+        ``(n, G)`` each gene's interpolated expression, its deviation from the cells averaged
+        the same way (the input only that gene's output sees).
+    lr
+        ``(n, G)`` the interpolated input expression averaged over each footprint.
+    target
+        ``(n, G)`` the target spots (model units).
+    parent
+        ``(n,)`` the input spot nearest to each target spot.
+    position
+        ``(n, 2)`` (row, col) of each footprint's centre on the grid, for the spatial folds.
+    """
+
+    features: np.ndarray
+    own: np.ndarray
+    lr: np.ndarray
+    target: np.ndarray
+    parent: np.ndarray
+    position: np.ndarray
+
+    @classmethod
+    def from_maps(cls, descriptors: np.ndarray, lr: np.ndarray, cell_of: np.ndarray,
+                  footprints, target: np.ndarray, parent: np.ndarray) -> FootprintRows:
+        """Average the maps ``(D, H, W)``, ``(G, H, W)`` over ``footprints`` ``(n, H * W)``.
+
+        ``cell_of`` is :func:`cells_of` for the pair's input spots.
+        """
+        d, g = len(descriptors), len(lr)
+        h, w = lr.shape[1:]
+        m = _membership(cell_of)
+        dev = _deviations(descriptors.reshape(d, -1), cell_of, m)
+        x = (footprints @ dev.T) / _spread(dev, cell_of >= 0)  # in section_scale's units
+        del dev
+        own = footprints @ _deviations(lr.reshape(g, -1), cell_of, m).T
+        rows, cols = np.divmod(np.arange(h * w), w)
+        pos = np.c_[footprints @ rows, footprints @ cols]
+        return cls(x.astype(np.float32), own.astype(np.float32),
+                   (footprints @ lr.reshape(g, -1).T).astype(np.float32),
+                   np.asarray(target, np.float32), np.asarray(parent), pos)
+
+
+@dataclass
+class HistologyPath:
+    """A fitted low-capacity path.
+
+    Attributes
+    ----------
+    ridge
+        Features ``(F,)`` -> deviation of each gene ``(G,)`` from the interpolated expression.
+    radius_ratio
+        Radius of the resolved footprint over the input spots' radius (0.5 for 2 x 2 pairs).
+    cv_error
+        Held-out error of the fit on tiles of the training spots (mean squared error of the
+        within-parent deviations, each gene in units of its spread; 1 is no better than 0).
+    """
+
+    ridge: Ridge
+    radius_ratio: float
+    cv_error: float = float("nan")
+
+    @classmethod
+    def fit(cls, rows: list[FootprintRows], radius_ratio: float,
+            alphas: tuple[float, ...] = ALPHAS, rank: int = RANK) -> HistologyPath:
+        """Fit through the footprints of the target spots, one row per spot and pair.
+
+        The map the path adds is linear in its pixel features, so its mean over a target
+        footprint is the ridge applied to the features averaged over that footprint: the ridge
+        is fitted on those averages (``rows``) against each spot's departure from the
+        interpolated expression averaged the same way. Both sides are taken within each
+        parent: what the spots say about a parent as a whole is the measurement's to set.
+
+        The fit is the mean of reduced-rank ridges (``rank`` output directions), one per
+        penalty of ``alphas``, each gene's own input penalised like the shared ones.
+        """
+        xs, owns, ys, folds = [], [], [], []
+        for r in rows:
+            y = r.target - r.lr
+            xs.append(r.features - block_means(r.features, r.parent))
+            owns.append(r.own - block_means(r.own, r.parent))
+            ys.append(y - block_means(y, r.parent))
+            folds.append(_spatial_folds(r.position))
+        x, own, y = np.concatenate(xs), np.concatenate(owns), np.concatenate(ys)
+        fold = np.concatenate(folds)
+        return cls(_averaged_ridge(x, own, y, alphas, rank), float(radius_ratio),
+                   _cv_error(x, own, y, fold, alphas, rank))
+
+    def deviation(self, descriptors: np.ndarray, lr: np.ndarray,
+                  cell_of: np.ndarray) -> np.ndarray:
+        """``(G, H, W)`` predicted deviation from the interpolated expression (model units).
+
+        The ridge is linear and so is a cell mean: the prediction from the deviations of the
+        inputs is the deviation of the prediction from the raw maps, which needs ``G`` maps
+        of memory instead of one per input.
+        """
+        d, (g, h, w) = len(descriptors), lr.shape
+        a, a_own, offset = self.ridge.linear()
+        a = a / section_scale(descriptors, cell_of)[:, None]
+        raw = (a.T.astype(np.float32) @ descriptors.reshape(d, -1)
+               + a_own.astype(np.float32)[:, None] * lr.reshape(g, -1))
+        dev = _deviations(raw, cell_of) + offset.astype(np.float32)[:, None]
+        return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION).reshape(-1, h, w)
+
+    def residual_sd(self, rows: list[FootprintRows]) -> list[float]:
+        """Per-gene RMS error (model units) of the path's base map over its training footprints."""
+        err = np.concatenate([r.target - r.lr - np.clip(self.ridge.predict(r.features, r.own),
+                                                        -MAX_DEVIATION, MAX_DEVIATION)
+                              for r in rows])
+        return np.sqrt((err**2).mean(0)).astype(float).tolist()
+
+    def radius_um(self, view) -> float:
+        """Radius of the footprint the map resolves on a section with ``view``'s spots."""
+        return self.radius_ratio * view.spot_diameter_um / 2
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return {"inputs": INPUTS, "ridge": self.ridge.to_dict(),
+                "radius_ratio": self.radius_ratio, "cv_error": self.cv_error}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HistologyPath:
+        """Inverse of :meth:`to_dict`."""
+        if d.get("inputs") != INPUTS:
+            raise ValueError("This model's histology path was saved by an older diffst_sc, whose "
+                             "path read other inputs; fit the model again (`ds.tl.fit`).")
+        cv = d.get("cv_error")
+        return cls(Ridge.from_dict(d["ridge"]), float(d["radius_ratio"]),
+                   float(cv) if isinstance(cv, int | float) else float("nan"))
+
+
+def _spatial_folds(position: np.ndarray) -> np.ndarray:
+    """``(n,)`` fold of each target spot: square tiles of the grid dealt round the folds."""
+    r, c = (np.asarray(position) // FOLD_TILE).astype(int).T
+    return (r * 7 + c) % N_FOLDS
+
+
+def _averaged_ridge(x: np.ndarray, own: np.ndarray, y: np.ndarray,
+                    alphas: tuple[float, ...], rank: int) -> Ridge:
+    """The mean of the reduced-rank ridges of every penalty in ``alphas``."""
+    return Ridge.average([Ridge.fit(x, y, a, own=own).reduced_rank(x, rank) for a in alphas])
+
+
+def _cv_error(x: np.ndarray, own: np.ndarray, y: np.ndarray, fold: np.ndarray,
+              alphas: tuple[float, ...], rank: int) -> float:
+    """Held-out mean squared error of the path's fit, each gene's target scaled to unit variance."""
+    scale = np.maximum(y.std(0), 1e-8)
+    err, n = 0.0, 0
+    for k in np.unique(fold):
+        test = fold == k
+        if test.all() or not test.any():
+            continue
+        r = _averaged_ridge(x[~test], own[~test], y[~test], alphas, rank)
+        err += float((((r.predict(x[test], own[test]) - y[test]) / scale) ** 2).sum())
+        n += int(test.sum()) * y.shape[1]
+    return err / n if n else float("nan")

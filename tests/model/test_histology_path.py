@@ -1,0 +1,79 @@
+"""The histology path's maps: bounded-memory descriptors and the deviation computed in G maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import diffst_sc as ds
+from diffst_sc._core import Grid
+from diffst_sc.model._data import GridSpec
+from diffst_sc.model._histology_path import (
+    HistologyPath,
+    _deviations,
+    cells_of,
+    descriptor_maps,
+    section_scale,
+)
+from diffst_sc.module import Ridge
+
+
+@pytest.fixture(scope="module")
+def demo_view():
+    sdata = ds.datasets.her2st_demo()
+    return ds.io.section_view(sdata)
+
+
+@pytest.fixture(scope="module")
+def small_grid(demo_view):
+    """A grid over the middle of the embedded section (a few spots wide)."""
+    full = GridSpec().grid_for(demo_view)
+    h, w = min(full.height, 48), min(full.width, 64)
+    top, left = (full.height - h) // 2, (full.width - w) // 2
+    return Grid(full.x0 + left * full.pixel, full.y0 + top * full.pixel, full.pixel, h, w)
+
+
+def test_banded_descriptors_match_one_read(demo_view, small_grid):
+    """Reading the H&E band by band (a slide) describes the tissue as one read does."""
+    radius = demo_view.spot_diameter_um / 2
+    whole = descriptor_maps(demo_view, small_grid, radius)
+    um = small_grid.pixel * demo_view.microns_per_pixel
+    bands = descriptor_maps(demo_view, small_grid, radius,
+                            band_um2=small_grid.width * um * um * 10)  # bands of 10 rows
+    assert bands.shape == whole.shape
+    assert np.isfinite(bands).all()
+    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(bands, whole, strict=True)
+            if a.std() > 0 and b.std() > 0]
+    assert np.median(corr) > 0.99
+    assert min(corr) > 0.8
+
+
+def test_deviation_equals_the_ridge_on_deviated_features(demo_view, small_grid):
+    """The path's map is the ridge applied to each pixel's deviations from its cell."""
+    rng = np.random.default_rng(0)
+    radius = demo_view.spot_diameter_um / 2
+    d = descriptor_maps(demo_view, small_grid, radius)
+    g = 5
+    lr = rng.normal(size=(g, small_grid.height, small_grid.width)).astype(np.float32)
+    cell_of = cells_of(demo_view, small_grid)
+    feats = (_deviations(d.reshape(len(d), -1), cell_of).T / section_scale(d, cell_of))
+    own = _deviations(lr.reshape(g, -1), cell_of).T
+    y = 0.5 * own + feats[:, :g] * 0.1 + rng.normal(size=own.shape) * 0.01
+    path = HistologyPath(Ridge.fit(feats, y, alpha=10.0, own=own), radius_ratio=0.5)
+    expected = np.clip(path.ridge.predict(feats, own), -3, 3).T.reshape(g, *lr.shape[1:])
+    got = path.deviation(d, lr, cell_of)
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    # Pixels outside every spot's cell depart by the intercept only.
+    outside = (cell_of < 0).reshape(lr.shape[1:])
+    if outside.any():
+        np.testing.assert_allclose(got[:, outside].std(1), 0, atol=1e-5)
+
+
+def test_a_path_saved_with_other_inputs_is_refused():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 2))
+    saved = HistologyPath(Ridge.fit(x, y, 1.0, own=y * 0.5), 0.5).to_dict()
+    assert HistologyPath.from_dict(saved).radius_ratio == 0.5
+    saved["inputs"] = "descriptors(0.5, 1.0, 1.5)+all-genes"
+    with pytest.raises(ValueError, match="fit the model again"):
+        HistologyPath.from_dict(saved)

@@ -1,0 +1,73 @@
+"""The rooms of the package import only the rooms below them (docs/layout.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "diffst_sc"
+#: Each room and the rooms it may import.
+ALLOWED = {
+    "_core": set(),
+    "metrics": set(),
+    "io": {"_core"},
+    "datasets": {"_core", "io"},
+    "pp": {"_core", "metrics"},
+    "module": set(),
+    "schedulers": {"module"},
+    "train": {"module", "schedulers"},
+    "model": {"_core", "metrics", "pp", "module", "schedulers", "train"},
+    "tl": {"_core", "metrics", "io", "pp", "module", "schedulers", "train", "model"},
+    "pl": {"_core", "io", "metrics", "model"},
+}
+#: Rooms of tensors only; of ``_core`` they may use the model's units, which are numpy or torch.
+TORCH_ROOMS = ("module", "schedulers", "train")
+TORCH_ROOMS_MAY_USE = {"diffst_sc._core._units"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level packages and diffst_sc rooms imported by one file (``diffst_sc.<room>``)."""
+    tree = ast.parse(path.read_text())
+    rel = path.relative_to(PKG).parts
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                out.add(node.module or "")
+                continue
+            base = list(rel[:-1])[: len(rel) - node.level]
+            mod = ".".join(["diffst_sc", *base, *(node.module.split(".") if node.module else [])])
+            out.add(mod)
+            if not node.module:  # from .. import pp
+                out |= {f"diffst_sc.{a.name}" for a in node.names}
+    return out
+
+
+def _room_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "diffst_sc" and len(parts) > 1 else None
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED))
+def test_a_room_imports_only_the_rooms_below_it(room):
+    wrong = {}
+    for path in (PKG / room).rglob("*.py"):
+        imported = _imports(path)
+        if room in TORCH_ROOMS:
+            imported -= TORCH_ROOMS_MAY_USE
+        rooms = {_room_of(m) for m in imported} - {None, room}
+        bad = rooms - ALLOWED[room]
+        if bad:
+            wrong[str(path.relative_to(PKG))] = sorted(bad)
+    assert not wrong, f"imports that point up or sideways: {wrong} (see docs/layout.md)"
+
+
+@pytest.mark.parametrize("room", TORCH_ROOMS)
+def test_torch_rooms_know_nothing_of_anndata(room):
+    for path in (PKG / room).rglob("*.py"):
+        top = {m.split(".")[0] for m in _imports(path)}
+        assert not top & {"anndata", "spatialdata", "scanpy"}, path
