@@ -4,16 +4,23 @@ import numpy as np
 import pytest
 import torch
 
-from diffst_sc.module._cross_attention import DynamicCellAttention, fourier_position, grid_centres
-from diffst_sc.module._disentangle import ConcatFusion, CrossModalDisentangle, disentangle_loss
-from diffst_sc.module._encoders import (
+from diffst_sc.module import (
     CellEncoder,
     ColourDeconvolution,
+    ConcatFusion,
+    CrossModalDisentangle,
+    DynamicCellAttention,
     ExpressionEncoder,
+    GeneGraphConv,
     HistologyEncoder,
+    ModulatedGroupNorm,
+    UNet,
+    disentangle_loss,
+    fourier_position,
+    grid_centres,
+    normalise_graph,
+    timestep_embedding,
 )
-from diffst_sc.module._gene_graph import GeneGraphConv, normalise_graph
-from diffst_sc.module._unet import ModulatedGroupNorm, UNet, timestep_embedding
 
 
 @pytest.fixture(autouse=True)

@@ -26,13 +26,29 @@ def lattice_spacing_px(obs, centres: np.ndarray) -> float:
     if obs is not None and {"array_row", "array_col"} <= set(obs.columns) and len(obs) >= 3:
         row = obs["array_row"].to_numpy(float)
         col = obs["array_col"].to_numpy(float)
-        a = np.c_[col, row, np.ones(len(row))]
-        if np.linalg.matrix_rank(a) == 3:
-            coef, *_ = np.linalg.lstsq(a, np.asarray(centres, float)[:, :2], rcond=None)
+        coef = lattice_fit(row, col, centres)
+        if coef is not None:
             if is_hex_lattice(row, col):
                 return float(2 * np.linalg.norm(coef[0]))
-            return float(np.sqrt(abs(np.linalg.det(coef[:2, :2]))))
+            return square_step(coef)
     return spot_spacing(centres)
+
+
+def lattice_fit(row, col, centres: np.ndarray) -> np.ndarray | None:
+    """``(3, 2)`` least-squares affine from array ``(col, row, 1)`` to ``centres`` (x, y).
+
+    ``None`` when the positions do not span a plane (all on one line, or fewer than 3).
+    """
+    a = np.c_[np.asarray(col, float), np.asarray(row, float), np.ones(len(row))]
+    if len(a) < 3 or np.linalg.matrix_rank(a) < 3:
+        return None
+    coef, *_ = np.linalg.lstsq(a, np.asarray(centres, float)[:, :2], rcond=None)
+    return coef
+
+
+def square_step(coef: np.ndarray) -> float:
+    """The side of one array step of a square lattice fitted by :func:`lattice_fit`."""
+    return float(np.sqrt(abs(np.linalg.det(coef[:2, :2]))))
 
 
 #: Largest spot diameter, relative to the spacing of the spots, that spots without a lattice may

@@ -149,9 +149,9 @@ def footprint_weights(raster_shape_yx: tuple[int, int], image_to_cs: np.ndarray,
         inside = ((qx - centres[start:stop, 0:1]) ** 2 + (qy - centres[start:stop, 1:2]) ** 2
                   <= r * r)
         # Sub-pixels inside the disc, counted per pixel of the window.
-        counts = np.zeros((stop - start, kx * ky))
         spot, k = np.nonzero(inside)
-        np.add.at(counts, (spot, pix_local[k]), 1.0)
+        counts = np.bincount(spot * (kx * ky) + pix_local[k],
+                             minlength=(stop - start) * kx * ky).reshape(stop - start, kx * ky)
         spot, loc = np.nonzero(counts)
         gx = cx[spot, 0] + loc % kx
         gy = cy[spot, 0] + loc // kx

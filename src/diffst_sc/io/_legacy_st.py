@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._core._build import build_sdata
 from .._core._checks import check_counts, check_spots_in_image
+from .._core._lattice import lattice_fit, square_step
 from .._core._view import SECTION_UNS_KEY
 
 if TYPE_CHECKING:
@@ -109,7 +110,16 @@ def read_legacy_st(
 
 
 def pixels_per_array_step(spots: pd.DataFrame) -> float:
-    """Least-squares scale of pixel positions against array positions."""
-    a = np.c_[spots["x"].to_numpy(float), spots["y"].to_numpy(float), np.ones(len(spots))]
-    coef, *_ = np.linalg.lstsq(a, spots[["pixel_x", "pixel_y"]].to_numpy(float), rcond=None)
-    return float(np.sqrt(abs(np.linalg.det(coef[:2, :2]))))
+    """Least-squares scale of pixel positions against array positions (``x``, ``y``).
+
+    Raises
+    ------
+    ValueError
+        When the spots do not span the array (fewer than 3, or all on one line).
+    """
+    coef = lattice_fit(spots["y"], spots["x"], spots[["pixel_x", "pixel_y"]].to_numpy(float))
+    if coef is None:
+        raise ValueError(f"The {len(spots)} spots do not span the array (fewer than 3, or all on "
+                         "one line), so the pixel size cannot be measured on it: pass "
+                         "`microns_per_pixel=`.")
+    return square_step(coef)

@@ -225,6 +225,7 @@ def disc_means(q: StainQuantities, centres_px: np.ndarray, radius_um: float) -> 
     twice that or more, so that its kernel stays about that size.
     """
     from scipy import ndimage
+    from scipy.fft import set_workers
     from scipy.signal import fftconvolve
 
     k = max(1, int(radius_um / q.pixel_um / DISC_RADIUS_PIXELS))
@@ -235,13 +236,22 @@ def disc_means(q: StainQuantities, centres_px: np.ndarray, radius_um: float) -> 
         return _block_mean(np.pad(a, ((0, -h % k), (0, -w % k))) if k > 1 else a, k)
 
     at = q.to_working(centres_px, k)
-    ones = fftconvolve(coarse(np.ones((h, w), np.float32)), kernel, mode="same")
-    norm = ndimage.map_coordinates(ones, at, order=1, mode="nearest")
-    out = np.empty((len(centres_px), len(q.values)), np.float64)
-    for i, v in enumerate(q.values):
-        conv = fftconvolve(coarse(v), kernel, mode="same")
-        out[:, i] = ndimage.map_coordinates(conv, at, order=1, mode="nearest")
+    # One plane at a time (memory stays that of one plane), each transform on every core.
+    with set_workers(_fft_workers()):
+        ones = fftconvolve(coarse(np.ones((h, w), np.float32)), kernel, mode="same")
+        norm = ndimage.map_coordinates(ones, at, order=1, mode="nearest")
+        out = np.empty((len(centres_px), len(q.values)), np.float64)
+        for i, v in enumerate(q.values):
+            conv = fftconvolve(coarse(v), kernel, mode="same")
+            out[:, i] = ndimage.map_coordinates(conv, at, order=1, mode="nearest")
     return out / np.maximum(norm, 1e-6)[:, None]
+
+
+def _fft_workers() -> int:
+    """Threads for scipy's FFTs: the cores this process may use."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def descriptors_from_means(m: np.ndarray) -> np.ndarray:
