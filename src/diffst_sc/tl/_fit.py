@@ -294,8 +294,9 @@ def _self_supervised_views(view, missing_key: str | None = None,
     target = _training_view(view, ~spots_to_skip(view, missing_key), genes)
     obs = target.adata.obs
     row, col = obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int)
-    phases = [(0, 0)] if is_hex_lattice(row, col) else [(0, 0), (0, 1), (1, 0), (1, 1)]
-    mode = "hex" if is_hex_lattice(row, col) else "square"
+    hexagonal = is_hex_lattice(row, col)
+    phases = [(0, 0)] if hexagonal else [(0, 0), (0, 1), (1, 0), (1, 1)]
+    mode = "hex" if hexagonal else "square"
     lr_views = [lr for dy, dx in phases
                 if (lr := coarsen_view(target, row + dy, col + dx, mode=mode)).n_spots >= 2]
     if not lr_views:
