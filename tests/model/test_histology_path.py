@@ -77,3 +77,42 @@ def test_a_path_saved_with_other_inputs_is_refused():
     saved["inputs"] = "descriptors(0.5, 1.0, 1.5)+all-genes"
     with pytest.raises(ValueError, match="fit the model again"):
         HistologyPath.from_dict(saved)
+
+
+def test_model_error_is_held_out_and_within_each_spot():
+    """The error the path adds to the uncertainty is what remains once the measurement has set
+    each input spot's total: an offset shared by a spot's children does not count, and it is
+    measured on tiles the fit did not see."""
+    from diffst_sc.model._histology_path import FootprintRows
+
+    rng = np.random.default_rng(3)
+    n_parents, g, d, noise = 300, 3, 6, 0.3
+    parent = np.repeat(np.arange(n_parents), 4)
+    n = len(parent)
+    x = rng.normal(size=(n, d))
+    lr = rng.normal(size=(n, g))
+    signal = x[:, :g] * 0.8
+    offset = rng.normal(scale=5.0, size=(n_parents, g))[parent]  # fixed by the measurement
+    target = lr + signal + offset + rng.normal(scale=noise, size=(n, g))
+    side = int(np.ceil(np.sqrt(n_parents)))
+    position = np.c_[parent // side, parent % side] * 8.0 + rng.uniform(0, 4, size=(n, 2))
+    rows = FootprintRows(x.astype(np.float32), np.zeros((n, g), np.float32),
+                         lr.astype(np.float32), target.astype(np.float32), parent, position)
+    path = HistologyPath.fit([rows], 0.5)
+    sd = np.asarray(path.residual_sd)
+    # Within a parent of 4 the noise keeps 3/4 of its variance; the offsets (sd 5) add nothing.
+    assert ((sd > 0.8 * noise * np.sqrt(0.75)) & (sd < 2 * noise)).all(), sd
+    # Held out: above the error of the same fit on the spots it was fitted to.
+    fitted = np.clip(path.ridge.predict(x - _parent_means(x, parent), np.zeros((n, g))), -3, 3)
+    y = target - lr
+    in_sample = np.sqrt(((fitted - (y - _parent_means(y, parent))) ** 2).mean(0))
+    assert (sd > in_sample).all()
+    # Saved with the model.
+    back = HistologyPath.from_dict(path.to_dict())
+    np.testing.assert_allclose(back.residual_sd, path.residual_sd)
+
+
+def _parent_means(values, parent):
+    sums = np.zeros((parent.max() + 1, values.shape[1]))
+    np.add.at(sums, parent, values)
+    return (sums / np.bincount(parent)[:, None])[parent]

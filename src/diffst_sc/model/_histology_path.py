@@ -213,11 +213,16 @@ class HistologyPath:
     cv_error
         Held-out error of the fit on tiles of the training spots (mean squared error of the
         within-parent deviations, each gene in units of its spread; 1 is no better than 0).
+    residual_sd
+        ``(G,)`` held-out RMS error of each gene's within-parent deviation (model units), on the
+        same tiles: what the map still gets wrong once the measurement has set each spot's
+        total, the model error ``superresolve`` adds to the uncertainty.
     """
 
     ridge: Ridge
     radius_ratio: float
     cv_error: float = float("nan")
+    residual_sd: list[float] | None = None
 
     @classmethod
     def fit(cls, rows: list[FootprintRows], radius_ratio: float,
@@ -242,8 +247,12 @@ class HistologyPath:
             folds.append(_spatial_folds(r.position))
         x, own, y = np.concatenate(xs), np.concatenate(owns), np.concatenate(ys)
         fold = np.concatenate(folds)
-        return cls(_averaged_ridge(x, own, y, alphas, rank), float(radius_ratio),
-                   _cv_error(x, own, y, fold, alphas, rank))
+        ridge = _averaged_ridge(x, own, y, alphas, rank)
+        cv_error, residual_sd = _held_out(x, own, y, fold, alphas, rank)
+        if residual_sd is None:  # too few spots for two folds: the in-sample error, smaller
+            err = np.clip(ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION) - y
+            residual_sd = np.sqrt((err**2).mean(0)).tolist()
+        return cls(ridge, float(radius_ratio), cv_error, residual_sd)
 
     def deviation(self, descriptors: np.ndarray, lr: np.ndarray,
                   cell_of: np.ndarray) -> np.ndarray:
@@ -261,13 +270,6 @@ class HistologyPath:
         dev = _deviations(raw, cell_of) + offset.astype(np.float32)[:, None]
         return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION).reshape(-1, h, w)
 
-    def residual_sd(self, rows: list[FootprintRows]) -> list[float]:
-        """Per-gene RMS error (model units) of the path's base map over its training footprints."""
-        err = np.concatenate([r.target - r.lr - np.clip(self.ridge.predict(r.features, r.own),
-                                                        -MAX_DEVIATION, MAX_DEVIATION)
-                              for r in rows])
-        return np.sqrt((err**2).mean(0)).astype(float).tolist()
-
     def radius_um(self, view) -> float:
         """Radius of the footprint the map resolves on a section with ``view``'s spots."""
         return self.radius_ratio * view.spot_diameter_um / 2
@@ -275,7 +277,8 @@ class HistologyPath:
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
         return {"inputs": INPUTS, "ridge": self.ridge.to_dict(),
-                "radius_ratio": self.radius_ratio, "cv_error": self.cv_error}
+                "radius_ratio": self.radius_ratio, "cv_error": self.cv_error,
+                "residual_sd": self.residual_sd}
 
     @classmethod
     def from_dict(cls, d: dict) -> HistologyPath:
@@ -285,7 +288,8 @@ class HistologyPath:
                              "path read other inputs; fit the model again (`ds.tl.fit`).")
         cv = d.get("cv_error")
         return cls(Ridge.from_dict(d["ridge"]), float(d["radius_ratio"]),
-                   float(cv) if isinstance(cv, int | float) else float("nan"))
+                   float(cv) if isinstance(cv, int | float) else float("nan"),
+                   d.get("residual_sd"))
 
 
 def _spatial_folds(position: np.ndarray) -> np.ndarray:
@@ -300,16 +304,23 @@ def _averaged_ridge(x: np.ndarray, own: np.ndarray, y: np.ndarray,
     return Ridge.average([Ridge.fit(x, y, a, own=own).reduced_rank(x, rank) for a in alphas])
 
 
-def _cv_error(x: np.ndarray, own: np.ndarray, y: np.ndarray, fold: np.ndarray,
-              alphas: tuple[float, ...], rank: int) -> float:
-    """Held-out mean squared error of the path's fit, each gene's target scaled to unit variance."""
-    scale = np.maximum(y.std(0), 1e-8)
-    err, n = 0.0, 0
+def _held_out(x: np.ndarray, own: np.ndarray, y: np.ndarray, fold: np.ndarray,
+              alphas: tuple[float, ...], rank: int) -> tuple[float, list[float] | None]:
+    """Errors of the path's fit on each fold of tiles, fitted on the others.
+
+    Returns the mean squared error with each gene's target scaled to unit variance, and each
+    gene's root mean squared error in model units (``nan`` and ``None`` with a single fold).
+    """
+    sq, n = np.zeros(y.shape[1]), 0
     for k in np.unique(fold):
         test = fold == k
         if test.all() or not test.any():
             continue
         r = _averaged_ridge(x[~test], own[~test], y[~test], alphas, rank)
-        err += float((((r.predict(x[test], own[test]) - y[test]) / scale) ** 2).sum())
-        n += int(test.sum()) * y.shape[1]
-    return err / n if n else float("nan")
+        pred = np.clip(r.predict(x[test], own[test]), -MAX_DEVIATION, MAX_DEVIATION)
+        sq += ((pred - y[test]) ** 2).sum(0)
+        n += int(test.sum())
+    if not n:
+        return float("nan"), None
+    scale = np.maximum(y.var(0), 1e-16)
+    return float((sq / n / scale).mean()), np.sqrt(sq / n).tolist()

@@ -212,7 +212,7 @@ def fit(
         result.ema.copy_to(model.module)
         model.module.to("cpu")
         model.history = list(result.history)
-    model.residual_sd = _residual_sd(model, sections, seed) if deep else path.residual_sd(rows)
+    model.residual_sd = _residual_sd(model, sections, seed) if deep else path.residual_sd
     remember_model(data, model)
     remember_model(sdatas, model)
     return model
