@@ -2,7 +2,7 @@
 
 - ``_view``: :class:`SectionView`, the one internal view of a section, and its keys.
 - ``_elements``: which table, H&E and coordinate system; element geometry.
-- ``_lattice``: spot spacing, array positions, hexagonal or square.
+- ``_lattice``: spot spacing, array positions and lattice sites, hexagonal or square.
 - ``_grid``: the working grid, disc coverage and Gaussian spreading on it.
 - ``_raster``: reading image elements (layers) over footprints and grids.
 - ``_image``: the H&E at a chosen pixel size; the tissue mask.
@@ -33,7 +33,7 @@ from ._elements import (
 )
 from ._grid import Grid, coverage_matrix, gaussian_weights
 from ._image import resample_image, tissue_mask
-from ._lattice import area_per_spot, is_hex_lattice, spot_positions, spot_spacing
+from ._lattice import area_per_spot, is_hex_lattice, lattice_sites, spot_positions, spot_spacing
 from ._raster import (
     element_raster,
     footprint_means,
@@ -47,7 +47,7 @@ __all__ = [
     "SectionView", "section_view", "SECTION_UNS_KEY", "LIBRARY_KEY", "MEASURED_KEY",
     "pick_table", "pick_image", "pick_coordinate_system", "affine_matrix", "image_levels",
     "order_like_table", "centres_and_diameter", "spot_spacing", "spot_positions",
-    "area_per_spot", "is_hex_lattice", "Grid", "coverage_matrix", "gaussian_weights",
+    "area_per_spot", "is_hex_lattice", "lattice_sites", "Grid", "coverage_matrix", "gaussian_weights",
     "element_raster", "footprint_means", "footprint_weights", "layer_footprint_means",
     "build_sdata", "NotCountsWarning", "check_counts", "check_unique_genes", "check_new_names",
     "warn_if_not_counts", "resample_image", "tissue_mask", "resample_to_grid", "table_region",

@@ -1,0 +1,72 @@
+"""Lattice sites: the centre of the cell each spot stands for."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+import diffst_sc as ds
+from diffst_sc._core import lattice_sites
+
+
+def test_measured_spots_sit_on_their_sites(her2st_c2_or_demo):
+    view = ds.io.section_view(her2st_c2_or_demo)
+    off = np.linalg.norm(lattice_sites(view) - view.centres_px, axis=1)
+    assert np.median(off) < 0.05 * view.spacing_px
+    assert off.max() < 0.25 * view.spacing_px
+
+
+def test_a_pseudo_spot_cut_by_the_tissue_edge_keeps_its_block_as_cell(her2st_c2_or_demo):
+    """A block summing only some of its spots sits at their mean, off its block's centre; its
+    site is the block's centre, and every spot lies in the cell of the block it was summed
+    into, which the nearest pseudo-spot centre does not always give."""
+    out = ds.pp.degrade(her2st_c2_or_demo, mode="square", factor=2)
+    lr = ds.io.section_view(out)
+    hr = ds.io.section_view(out, table_key="hr_table", image_key=lr.image_key,
+                            coordinate_system=lr.coordinate_system)
+    block = out.tables["hr_table"].obs["lr_spot"].to_numpy()
+    sites = lattice_sites(lr)
+    partial = lr.adata.obs["diffst_measured_fraction"].to_numpy() < 1
+    assert partial.any()
+    shift = np.linalg.norm(sites - lr.centres_px, axis=1) / lr.spacing_px
+    assert np.median(shift[~partial]) < 0.05
+    assert np.median(shift[partial]) > 0.15
+    by_site = cKDTree(sites).query(hr.centres_px)[1]
+    assert (by_site == block).all()
+    # the centres themselves put some spots near a neighbouring block's pseudo-spot
+    edge = np.linalg.norm(hr.centres_px - lr.centres_px[block], axis=1)
+    nearest_other = cKDTree(lr.centres_px).query(hr.centres_px, k=2)[0][:, 1]
+    assert (nearest_other < 1.5 * edge).any()
+
+
+def test_visium_hexagons_have_sites(visium_tiny_dir):
+    import spatialdata_io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdata = spatialdata_io.visium(visium_tiny_dir, dataset_id="tiny")
+    view = ds.io.section_view(sdata, image_key="tiny_lowres_image")
+    np.testing.assert_allclose(lattice_sites(view), view.centres_px,
+                               atol=0.05 * view.spacing_px)
+    lr = ds.io.section_view(ds.pp.degrade(sdata, image_key="tiny_lowres_image"))
+    off = np.linalg.norm(lattice_sites(lr) - lr.centres_px, axis=1)
+    assert np.median(off) < 0.1 * lr.spacing_px
+
+
+@pytest.mark.parametrize("positions", ["none", "scrambled"])
+def test_without_a_lattice_the_centres_are_the_sites(her2st_c2_or_demo, positions):
+    view = ds.io.section_view(her2st_c2_or_demo)
+    obs = view.adata.obs
+    if positions == "none":
+        adata = view.adata.copy()
+        adata.obs = obs.drop(columns=["array_row", "array_col"])
+    else:  # positions that no affine lattice maps onto the centres
+        adata = view.adata.copy()
+        rng = np.random.default_rng(0)
+        adata.obs["array_row"] = rng.permutation(obs["array_row"].to_numpy())
+    from dataclasses import replace
+
+    np.testing.assert_array_equal(lattice_sites(replace(view, adata=adata)), view.centres_px)
