@@ -137,3 +137,28 @@ def _cli_help() -> None:
 
 
 _cli_help()
+
+
+def _constant_docstring(app, what, name, obj, options, lines) -> None:
+    """Document a constant a room re-exports (``ds.pp.DEFAULT_EXCLUDE``) by its ``#:`` comment.
+
+    The comment is where the constant is defined; autodoc, which looks in the room's
+    ``__init__``, would fall back to the docstring of its type (``tuple``).
+    """
+    if what != "data" or type(obj).__module__ != "builtins":
+        return
+    from sphinx.pycode import ModuleAnalyzer
+
+    room, attr = name.rsplit(".", 1)
+    for modname, module in sorted(sys.modules.items()):
+        if not modname.startswith(room + ".") or getattr(module, attr, None) is not obj:
+            continue
+        comment = ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", attr))
+        if comment:
+            lines[:] = list(comment)
+            return
+
+
+def setup(app) -> None:
+    """Connect the hooks above."""
+    app.connect("autodoc-process-docstring", _constant_docstring)

@@ -71,3 +71,42 @@ def test_torch_rooms_know_nothing_of_anndata(room):
     for path in (PKG / room).rglob("*.py"):
         top = {m.split(".")[0] for m in _imports(path)}
         assert not top & {"anndata", "spatialdata", "scanpy"}, path
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _is_module(dotted: str) -> bool:
+    """Whether ``diffst_sc.a.b`` is a module or package of the source tree."""
+    path = PKG.joinpath(*dotted.split(".")[1:])
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _private_module_imports(path: Path) -> set[str]:
+    """``diffst_sc`` module paths with a private part, other than ``diffst_sc._core``, that a file
+    imports (``import diffst_sc.pp._degrade``, ``from diffst_sc.pp import _degrade``, ...)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module] + [m for a in node.names
+                                       if _is_module(m := f"{node.module}.{a.name}")]
+        else:
+            continue
+        for m in modules:
+            parts = m.split(".")
+            if parts[0] != "diffst_sc" or parts[1:] == ["_core"]:
+                continue
+            if any(p.startswith("_") for p in parts[1:]):
+                out.add(m)
+    return out
+
+
+def test_tests_import_public_names_or_core():
+    """Tests use what a room exports (``ds.pp.degrade``) or ``diffst_sc._core``, never a
+    room's private modules, so that moving code inside a room breaks no test (docs/layout.md)."""
+    wrong = {str(p.relative_to(TESTS.parent)): sorted(bad) for p in sorted(TESTS.rglob("*.py"))
+             if (bad := _private_module_imports(p))}
+    assert not wrong, (f"tests import private modules: {wrong}; import the name from its room "
+                       "(export it there) or from diffst_sc._core (see docs/layout.md)")

@@ -7,14 +7,7 @@ import pytest
 
 import diffst_sc as ds
 from diffst_sc._core import Grid
-from diffst_sc.model._data import GridSpec
-from diffst_sc.model._histology_path import (
-    HistologyPath,
-    _deviations,
-    cells_of,
-    descriptor_maps,
-    section_scale,
-)
+from diffst_sc.model import GridSpec, HistologyPath, cells_of, descriptor_maps
 from diffst_sc.module import Ridge
 
 
@@ -48,16 +41,37 @@ def test_banded_descriptors_match_one_read(demo_view, small_grid):
     assert min(corr) > 0.8
 
 
+def _from_cells(values: np.ndarray, cell_of: np.ndarray) -> np.ndarray:
+    """``(C, H * W)`` each pixel's values minus their mean over its cell; 0 outside every cell."""
+    out = np.zeros(values.shape)
+    for c in np.unique(cell_of[cell_of >= 0]):
+        members = cell_of == c
+        out[:, members] = values[:, members] - values[:, members].mean(1, keepdims=True)
+    return out
+
+
+def test_cells_are_the_nearest_spot_within_a_spacing(demo_view, small_grid):
+    cell_of = cells_of(demo_view, small_grid)
+    assert cell_of.shape == (small_grid.height * small_grid.width,)
+    d = np.linalg.norm(small_grid.pixel_centres()[:, None] - demo_view.centres_px[None], axis=2)
+    inside = d.min(1) <= demo_view.spacing_px
+    np.testing.assert_array_equal(cell_of[inside], d.argmin(1)[inside])
+    assert (cell_of[~inside] == -1).all() and inside.mean() > 0.9
+
+
 def test_deviation_equals_the_ridge_on_deviated_features(demo_view, small_grid):
-    """The path's map is the ridge applied to each pixel's deviations from its cell."""
+    """The path's map is the ridge applied to each pixel's deviations from its cell, the
+    descriptors' in units of their spread over the cells' pixels (the section's own units)."""
     rng = np.random.default_rng(0)
     radius = demo_view.spot_diameter_um / 2
     d = descriptor_maps(demo_view, small_grid, radius)
     g = 5
     lr = rng.normal(size=(g, small_grid.height, small_grid.width)).astype(np.float32)
     cell_of = cells_of(demo_view, small_grid)
-    feats = (_deviations(d.reshape(len(d), -1), cell_of).T / section_scale(d, cell_of))
-    own = _deviations(lr.reshape(g, -1), cell_of).T
+    deviated = _from_cells(d.reshape(len(d), -1), cell_of)
+    spread = np.maximum(deviated[:, cell_of >= 0].std(1), 1e-8)
+    feats = deviated.T / spread
+    own = _from_cells(lr.reshape(g, -1), cell_of).T
     y = 0.5 * own + feats[:, :g] * 0.1 + rng.normal(size=own.shape) * 0.01
     path = HistologyPath(Ridge.fit(feats, y, alpha=10.0, own=own), radius_ratio=0.5)
     expected = np.clip(path.ridge.predict(feats, own), -3, 3).T.reshape(g, *lr.shape[1:])

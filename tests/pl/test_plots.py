@@ -58,7 +58,7 @@ def test_layer_renders_with_spatialdata_plot_where_the_values_are(fitted_c2):
     fig.canvas.draw()
     rendered = np.asarray(fig.canvas.buffer_rgba())[..., :3].mean(-1) / 255.0
     # Map the layer's pixel centres through the axes transform and compare intensities.
-    from diffst_sc.pl._utils import layer_extent
+    from diffst_sc._core import layer_extent
 
     arr, (x0, x1, y1, y0) = layer_extent(sdata, view, "diffst")
     h, w = values.shape
@@ -131,14 +131,29 @@ def test_nan_outside_the_tissue_is_not_drawn_either(fitted_c2):
 
 
 def test_scale_bar_lengths_are_round():
-    from diffst_sc.pl._utils import nice_length
+    """The bar is the 1, 2 or 5 x 10^k um closest (in ratio) to a fifth of the panel's width."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-    assert nice_length(5000.0) == 1000.0
-    assert nice_length(3100.0) == 500.0
-    assert nice_length(480.0) == 100.0
-    assert nice_length(9.0) == 2.0
-    with pytest.raises(ValueError, match="positive"):
-        nice_length(0.0)
+    round_lengths = np.array([m * 10.0**k for k in range(-1, 6) for m in (1, 2, 5)])
+    labels = []
+    for n_columns in (2, 5, 12, 100):  # the demo section cut to its first columns of spots
+        sdata = ds.datasets.her2st_demo()
+        view = ds.io.section_view(sdata)
+        column = np.round(view.centres_px[:, 0] / view.spacing_px)
+        keep = column < column.min() + n_columns
+        sdata.tables["table"] = sdata.tables["table"][keep].copy()
+        ax = ds.pl.spots(sdata, "ERBB2", show=False).axes[0]
+        (bar,) = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+        text = bar.txt_label.get_text()
+        um = float(text.split()[0]) * (1000 if text.endswith(" mm") else 1)
+        span_um = abs(np.diff(ax.get_xlim())[0]) * view.microns_per_pixel
+        want = round_lengths[np.argmin(np.abs(np.log(round_lengths / (span_um / 5))))]
+        assert um == pytest.approx(want), (text, span_um)
+        length_px = bar.size_bar.get_children()[0].get_width()
+        assert length_px * view.microns_per_pixel == pytest.approx(um)
+        labels.append(text)
+        plt.close("all")
+    assert labels == ["100 µm", "200 µm", "500 µm", "1 mm"]
 
 
 def test_spots_overlay_draws_on_tissue(her2st_c2_or_demo, tmp_path):

@@ -84,7 +84,7 @@ def test_square_lr_totals_equal_hr_totals_per_block(c2_lr, her2st_c2_or_demo):
 def test_a_few_genes_keep_the_library_sizes_of_all(c2_lr, her2st_c2_or_demo):
     """Degrading some genes records every spot's counts over all genes, which normalise them."""
     from diffst_sc.io import section_view
-    from diffst_sc.model._data import scaler_for
+    from diffst_sc.model import scaler_for
 
     src = her2st_c2_or_demo.tables["table"]
     genes = list(map(str, src.var_names[:5]))
@@ -184,13 +184,13 @@ def test_hex_on_visium(visium_tiny_dir):
 
 
 def test_hex_tiles_the_whole_visium_lattice(visium_tiny_dir):
-    from diffst_sc.pp._degrade import _hex_parents
+    from diffst_sc._core import hex_parents
 
     pos = pd.read_csv(visium_tiny_dir / "spatial" / "tissue_positions_list.csv", header=None,
                       names=["barcode", "in_tissue", "row", "col", "px_row", "px_col"])
     px = pos[["px_col", "px_row"]].to_numpy(float)
     for factor, size in ((2, 7), (3, 19)):
-        parent = _hex_parents(pos["row"].to_numpy(), pos["col"].to_numpy(), factor - 1)
+        parent = hex_parents(pos["row"].to_numpy(), pos["col"].to_numpy(), factor - 1)
         _, inv, counts = np.unique(parent, axis=0, return_inverse=True, return_counts=True)
         assert counts.max() == size and np.median(counts) == size
         # a full hexagon is compact: every child within (factor - 1) steps of its mean
@@ -322,7 +322,7 @@ def _assert_same_section(a, b):
 
 def test_arrays_coarsen_as_degrade_does_on_a_square_array(her2st_c2_or_demo):
     """fit sums its pairs from arrays; they are the pseudo-spots pp.degrade writes."""
-    from diffst_sc.pp._degrade import coarsen_view
+    from diffst_sc._core import coarsen_view
 
     view = ds.io.section_view(her2st_c2_or_demo)
     obs = view.adata.obs
@@ -335,7 +335,7 @@ def test_arrays_coarsen_as_degrade_does_on_a_square_array(her2st_c2_or_demo):
 def test_arrays_coarsen_as_degrade_does_on_visium(visium_tiny_dir):
     import spatialdata_io
 
-    from diffst_sc.pp._degrade import coarsen_view
+    from diffst_sc._core import coarsen_view
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffst_sc.pp._descriptors import (
+from diffst_sc.pp import (
     DESCRIPTOR_NAMES,
     StainQuantities,
     disc_means,

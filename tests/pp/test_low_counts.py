@@ -6,12 +6,20 @@ import pandas as pd
 import pytest
 
 import diffst_sc as ds
-from diffst_sc.pp._low_counts import low_count_spots, spots_to_skip
 
 
 def _lattice(n: int = 10) -> np.ndarray:
     yy, xx = np.mgrid[:n, :n]
     return np.c_[xx.ravel(), yy.ravel()].astype(float) * 100.0
+
+
+def _low_count_spots(totals: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The default flags of spots with these library sizes at these centres (an AnnData)."""
+    adata = ad.AnnData(X=np.asarray(totals, np.float32)[:, None],
+                       obs=pd.DataFrame(index=[f"s{i}" for i in range(len(totals))]))
+    adata.obsm["spatial"] = centres
+    ds.pp.flag_low_count_spots(adata)
+    return adata.obs["diffst_low_counts"].to_numpy()
 
 
 def test_a_spot_far_below_its_neighbours_is_flagged_a_low_region_is_not():
@@ -21,11 +29,11 @@ def test_a_spot_far_below_its_neighbours_is_flagged_a_low_region_is_not():
     totals[low_region] = 600.0  # a fifth of the rest, even at the region's corner
     failed = 55  # inside the section, neighbours at 3000
     totals[failed] = 250.0
-    flags = low_count_spots(totals, centres)
+    flags = _low_count_spots(totals, centres)
     assert np.nonzero(flags)[0].tolist() == [failed]
     # just above the threshold, not flagged
     totals[failed] = 0.11 * 3000
-    assert not low_count_spots(totals, centres).any()
+    assert not _low_count_spots(totals, centres).any()
 
 
 def test_demo_section_flags_its_two_empty_spots_and_records_them():
@@ -87,19 +95,29 @@ def test_bad_rules_are_refused(kw, match):
         ds.pp.flag_low_count_spots(ds.datasets.her2st_demo(), **kw)
 
 
-def test_spots_to_skip_reads_the_column_or_computes_it():
+def _skipped(view, key) -> list[str]:
+    """The spots that ``missing_key=key`` leaves out of ``fit``'s pairs (and ``superresolve``'s
+    measured spots)."""
+    _, target = ds.pp.self_supervised_pairs(view, key, genes=["ERBB2"])
+    kept = set(target.adata.obs_names)
+    return [s for s in view.adata.obs_names if s not in kept]
+
+
+def test_missing_spots_are_read_from_the_column_or_computed():
     sdata = ds.datasets.her2st_demo()
     view = ds.io.section_view(sdata)
     table = sdata.tables["table"]
-    assert not spots_to_skip(view, None).any()
-    flags = spots_to_skip(view, "diffst_low_counts")  # absent: computed and written
-    assert flags.sum() == 2 and table.obs["diffst_low_counts"].sum() == 2
+    assert _skipped(view, None) == []
+    assert "diffst_low_counts" not in table.obs
+    skipped = _skipped(view, "diffst_low_counts")  # absent: computed and written
+    assert sorted(skipped) == ["18x20", "23x27"] and table.obs["diffst_low_counts"].sum() == 2
+    assert table.uns["diffst_low_counts"]["n_flagged"] == 2
     table.obs["mine"] = False
     table.obs.loc["10x21", "mine"] = True  # a hand-made column is used as it is
-    assert table.obs_names[spots_to_skip(view, "mine")].tolist() == ["10x21"]
+    assert _skipped(view, "mine") == ["10x21"]
     table.obs["words"] = "no"
     with pytest.raises(ValueError, match="must be boolean.*missing_key=None"):
-        spots_to_skip(view, "words")
+        _skipped(view, "words")
 
 
 def test_a_table_of_some_genes_is_judged_by_its_recorded_library_sizes():
@@ -117,4 +135,4 @@ def test_a_table_of_some_genes_is_judged_by_its_recorded_library_sizes():
     assert adata.obs_names[adata.obs["low"].to_numpy()].tolist() == ["s20"]
     sdata = ds.datasets.her2st_demo()
     sdata.tables["table"].obs[LIBRARY_KEY] = 3000.0  # its two empty spots, recorded as full
-    assert not spots_to_skip(ds.io.section_view(sdata), "diffst_low_counts").any()
+    assert _skipped(ds.io.section_view(sdata), "diffst_low_counts") == []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
-from diffst_sc.pp._genes import DEFAULT_EXCLUDE
+from diffst_sc.pp import DEFAULT_EXCLUDE
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from scipy.spatial import cKDTree
 import diffst_sc as ds
 from conftest import jittered_section
 from diffst_sc._core import layer_footprint_means
-from diffst_sc.tl._fit import _self_supervised_views
 
 GENES = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP", "CD74", "SCGB2A2"]
 #: The H&E pixel size of the demo section (``read_legacy_st`` records it).
@@ -56,7 +55,7 @@ def _means(sdata, view, key):
 def test_spots_off_any_lattice_are_fitted_and_super_resolved():
     sdata = jittered_section(jitter=0.15)
     view = ds.io.section_view(sdata)
-    lr_views, target = _self_supervised_views(view, genes=GENES)
+    lr_views, target = ds.pp.self_supervised_pairs(view, genes=GENES)
     assert len(lr_views) == 4  # every phase of the 2 x 2 blocks of bins
     assert all(15 < v.n_spots < view.n_spots / 2 for v in lr_views)
     model = ds.tl.fit(sdata, genes=GENES, progress=False)
@@ -157,7 +156,7 @@ def test_fit_leaves_flagged_spots_out_of_the_pairs():
     raw = view.expression()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no pixel-size guess inside degrade
-        lr_views, target = _self_supervised_views(view, "diffst_low_counts")
+        lr_views, target = ds.pp.self_supervised_pairs(view, "diffst_low_counts")
     flagged = sdata.tables["table"].obs["diffst_low_counts"].to_numpy()
     assert target.n_spots == view.n_spots - 2
     assert not set(sdata.tables["table"].obs_names[flagged]) & set(target.adata.obs_names)
@@ -166,19 +165,19 @@ def test_fit_leaves_flagged_spots_out_of_the_pairs():
     for lr in lr_views:  # pseudo-spots sum the kept spots' raw counts only
         assert lr.expression().sum() == pytest.approx(raw[~flagged].sum(), rel=1e-6)
         assert lr.microns_per_pixel == pytest.approx(MPP)
-    every_lr, every_target = _self_supervised_views(view, None)
+    every_lr, every_target = ds.pp.self_supervised_pairs(view, None)
     assert every_target.n_spots == view.n_spots
     assert every_lr[0].expression().sum() == pytest.approx(raw.sum(), rel=1e-6)
 
 
 def test_training_pairs_copy_only_the_model_genes_and_keep_library_sizes():
     """fit's pairs hold the model's genes only, normalised by every gene's counts as before."""
-    from diffst_sc.model._data import scaler_for
+    from diffst_sc.model import scaler_for
 
     sdata = ds.datasets.her2st_demo()
     view = ds.io.section_view(sdata)
-    few, _ = _self_supervised_views(view, None, GENES)
-    every, _ = _self_supervised_views(view, None)
+    few, _ = ds.pp.self_supervised_pairs(view, None, GENES)
+    every, _ = ds.pp.self_supervised_pairs(view, None)
     assert len(few) == len(every) == 4
     for a, b in zip(few, every, strict=True):
         assert a.genes == GENES and len(b.genes) == view.adata.n_vars

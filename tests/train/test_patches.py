@@ -3,8 +3,7 @@
 import numpy as np
 import torch
 
-from diffst_sc.train import PatchSampler, SectionArrays
-from diffst_sc.train._patches import dihedral, dihedral_xy
+from diffst_sc.train import PatchSampler, SectionArrays, dihedral, dihedral_xy
 
 
 def _section(h=20, w=24, g=3, k=2):

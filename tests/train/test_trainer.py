@@ -11,14 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from diffst_sc.train import load_state, resolve_device, save_state
-from diffst_sc.train._trainer import (
+from diffst_sc.train import (
     EMA,
     TrainerConfig,
     derive_seed,
     fit_model,
+    load_state,
     lr_factor,
+    resolve_device,
     resolve_precision,
+    save_state,
 )
 
 TARGET = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])

@@ -3,8 +3,10 @@
 - ``_view``: :class:`SectionView`, the one internal view of a section, and its keys.
 - ``_elements``: which table, H&E and coordinate system; element geometry.
 - ``_lattice``: spot spacing, array positions and lattice sites, hexagonal or square.
+- ``_blocks``: blocks of a lattice's spots (pseudo-spots), square or hexagonal, and their view.
 - ``_grid``: the working grid, disc coverage and Gaussian spreading on it.
-- ``_raster``: reading image elements (layers) over footprints and grids.
+- ``_raster``: reading image elements (layers) over footprints and grids, and their extent.
+- ``_tiles``: a grid cut into overlapping tiles, blended band by band into a scratch store.
 - ``_image``: the H&E at a chosen pixel size; the tissue mask.
 - ``_build``: the canonical SpatialData of one section.
 - ``_checks``: input checks whose errors name the problem and the fix.
@@ -12,6 +14,7 @@
 Nothing here imports the user-facing rooms (``io``, ``pp``, ``tl``, ``pl``, ``model``).
 """
 
+from ._blocks import coarsen_view, hex_parents, spot_blocks
 from ._build import build_sdata
 from ._checks import (
     NotCountsWarning,
@@ -38,9 +41,11 @@ from ._raster import (
     element_raster,
     footprint_means,
     footprint_weights,
+    layer_extent,
     layer_footprint_means,
     resample_to_grid,
 )
+from ._tiles import BandBlender, gene_chunk, new_array, scratch_group, tile_starts, tile_window
 from ._view import LIBRARY_KEY, MEASURED_KEY, SECTION_UNS_KEY, SectionView, section_view
 
 __all__ = [
@@ -51,5 +56,6 @@ __all__ = [
     "element_raster", "footprint_means", "footprint_weights", "layer_footprint_means",
     "build_sdata", "NotCountsWarning", "check_counts", "check_unique_genes", "check_new_names",
     "warn_if_not_counts", "resample_image", "tissue_mask", "resample_to_grid", "table_region",
-    "table_spots",
+    "table_spots", "layer_extent", "spot_blocks", "hex_parents", "coarsen_view", "tile_starts",
+    "tile_window", "BandBlender", "scratch_group", "new_array", "gene_chunk",
 ]

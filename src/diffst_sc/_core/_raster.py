@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import xarray as xr
     from spatialdata import SpatialData
 
+    from ._view import SectionView
+
 #: Sub-samples across a footprint's diameter that the automatic supersampling aims for.
 _SAMPLES_ACROSS = 32
 #: Sample points generated at once (bounds the memory of one batch of spots).
@@ -327,6 +329,34 @@ def element_raster(sdata: SpatialData, key: str, coordinate_system: str) -> tupl
     affine = np.asarray(transforms[coordinate_system].to_affine_matrix(
         input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
     return image_levels(el)[0], affine
+
+
+def layer_extent(sdata: SpatialData, view: SectionView, key: str) -> tuple[object, list[float]]:
+    """An image layer's finest data and its extent in the full-resolution H&E pixels of a view.
+
+    Parameters
+    ----------
+    sdata
+        Holds the image layer.
+    view
+        The section whose H&E pixels the extent is given in (its coordinate system places both).
+    key
+        Name of the image layer, axis-aligned with the H&E (scaled and shifted, not rotated).
+
+    Returns
+    -------
+    tuple
+        ``(DataArray, [left, right, bottom, top])``: the ``(c, y, x)`` layer and its extent,
+        as ``matplotlib.pyplot.imshow`` takes it over the H&E drawn in its pixels.
+    """
+    arr, to_cs = element_raster(sdata, key, view.coordinate_system)
+    a = np.linalg.inv(view.image_to_cs) @ to_cs
+    if abs(a[0, 1]) > 1e-6 or abs(a[1, 0]) > 1e-6:
+        raise ValueError(f"Layer {key!r} is rotated relative to the H&E; plot it with "
+                         "spatialdata-plot instead.")
+    h, w = arr.shape[1:]
+    x0, y0 = a[0, 2], a[1, 2]
+    return arr, [x0, x0 + a[0, 0] * w, y0 + a[1, 1] * h, y0]
 
 
 def layer_footprint_means(sdata: SpatialData, key: str, centres_cs: np.ndarray, diameter_cs: float,

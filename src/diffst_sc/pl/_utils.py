@@ -1,4 +1,4 @@
-"""Shared plotting pieces: the H&E backdrop, layer extents, scanpy-style show/save."""
+"""Shared plotting pieces: the H&E backdrop, scale bars, scanpy-style show/save."""
 
 from __future__ import annotations
 
@@ -12,24 +12,6 @@ def he_backdrop(view, max_side: int = 1200) -> tuple[np.ndarray, list[float]]:
     h, w = view.image.shape[1:]
     um = view.microns_per_pixel * max(1.0, max(h, w) / max_side)
     return np.moveaxis(view.image_at(um), 0, -1), [0, w, h, 0]
-
-
-def layer_extent(sdata, view, key: str) -> tuple[np.ndarray, list[float]]:
-    """A layer's data (scale0, computed) and its extent in H&E pixels (axis-aligned layers)."""
-    from spatialdata.transformations import get_transformation
-
-    from .._core._elements import affine_matrix, image_levels
-
-    el = sdata.images[key]
-    arr = image_levels(el)[0]
-    a = np.linalg.inv(view.image_to_cs) @ affine_matrix(
-        get_transformation(el, to_coordinate_system=view.coordinate_system))
-    if abs(a[0, 1]) > 1e-6 or abs(a[1, 0]) > 1e-6:
-        raise ValueError(f"Layer {key!r} is rotated relative to the H&E; plot it with "
-                         "spatialdata-plot instead.")
-    h, w = arr.shape[1:]
-    x0, y0 = a[0, 2], a[1, 2]
-    return arr, [x0, x0 + a[0, 0] * w, y0 + a[1, 1] * h, y0]
 
 
 def zoom_to(ax, view, pad: float = 0.5) -> None:

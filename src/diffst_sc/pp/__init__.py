@@ -1,17 +1,38 @@
-"""Preprocessing: genes, normalisation, co-expression graph, LR/HR pairs, failed spots."""
+"""Preprocessing: genes, normalisation, co-expression graph, LR/HR pairs, failed spots, H&E.
+
+The H&E part is the histology descriptors: stain and nuclear statistics over discs around spots
+or grid pixels, which the model's histology path reads.
+"""
 
 from ._coexpression import coexpression_graph, coexpression_matrix
 from ._degrade import degrade
-from ._genes import select_genes
+from ._descriptors import (
+    DESCRIPTOR_NAMES,
+    StainQuantities,
+    disc_means,
+    histology_descriptors,
+    section_quantities,
+    stain_quantities,
+)
+from ._genes import DEFAULT_EXCLUDE, select_genes
 from ._low_counts import flag_low_count_spots
 from ._normalize import log1p_normalize, normalize
+from ._pairs import self_supervised_pairs
 
 __all__ = [
     "select_genes",
+    "DEFAULT_EXCLUDE",
     "normalize",
     "log1p_normalize",
     "coexpression_graph",
     "coexpression_matrix",
     "degrade",
+    "self_supervised_pairs",
     "flag_low_count_spots",
+    "histology_descriptors",
+    "stain_quantities",
+    "section_quantities",
+    "disc_means",
+    "StainQuantities",
+    "DESCRIPTOR_NAMES",
 ]

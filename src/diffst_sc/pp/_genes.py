@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-#: Gene-name prefixes left out by default: mitochondrial and ribosomal genes.
+#: Gene-name prefixes :func:`select_genes` leaves out by default: mitochondrial and ribosomal
+#: genes.
 DEFAULT_EXCLUDE = ("MT-", "RPL", "RPS", "mt-")
 FLAVORS = ("expressed", "highly_variable")
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from .._core._checks import MAKE_GENES_UNIQUE, check_unique_genes, warn_if_not_counts
 from .._core._docs import shared_parameters
-from .._core._lattice import is_hex_lattice
 from .._core._view import section_view
 from ..model._data import GridSpec, path_rows, training_arrays
+from ..pp import self_supervised_pairs
 from ..pp._low_counts import LOW_COUNTS_KEY
 from ._inputs import as_sdata_list, check_fit_options, remember_model
 
@@ -249,7 +249,7 @@ def _training_views(sdatas, views, supervised: bool = False, missing_key: str | 
     """
     if supervised:
         return [_supervised_views(s, v) for s, v in zip(sdatas, views, strict=True)]
-    return [_self_supervised_views(v, missing_key, genes) for v in views]
+    return [self_supervised_pairs(v, missing_key, genes) for v in views]
 
 
 def _per_section(value, n: int) -> list:
@@ -276,63 +276,6 @@ def _counts_table(view):
     return ad.AnnData(X=x, obs=pd.DataFrame(index=view.adata.obs_names.copy()),
                       var=pd.DataFrame(index=view.adata.var_names.copy()),
                       uns={SECTION_UNS_KEY: {"name": view.name}})
-
-
-def _self_supervised_views(view, missing_key: str | None = None,
-                           genes: list[str] | None = None):
-    """The section's spots summed into pseudo-spots (inputs) -> its spots (target).
-
-    Spots flagged in ``obs[missing_key]`` are dropped first, so they are neither summed into a
-    pseudo-spot nor a target. On a square array every phase of the 2 x 2 blocks is used
-    (4 pseudo-spot lattices), which multiplies what a single section teaches without inventing
-    any count. The pseudo-spots are those of ``pp.degrade``, summed from the checked view's
-    arrays (``pp._degrade.coarsen_view``): no SpatialData is built and nothing is checked twice.
-    """
-    from ..pp._degrade import coarsen_view
-    from ..pp._low_counts import spots_to_skip
-
-    target = _training_view(view, ~spots_to_skip(view, missing_key), genes)
-    obs = target.adata.obs
-    row, col = obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int)
-    hexagonal = is_hex_lattice(row, col)
-    phases = [(0, 0)] if hexagonal else [(0, 0), (0, 1), (1, 0), (1, 1)]
-    mode = "hex" if hexagonal else "square"
-    lr_views = [lr for dy, dx in phases
-                if (lr := coarsen_view(target, row + dy, col + dx, mode=mode)).n_spots >= 2]
-    if not lr_views:
-        raise ValueError(f"Section {view.name!r} has too few spots ({view.n_spots}) to learn "
-                         "from: at least a few dozen measured spots are needed.")
-    return lr_views, target
-
-
-def _training_view(view, kept: np.ndarray, genes: list[str] | None = None):
-    """The view reduced to its ``kept`` spots and ``genes``, as the pseudo-spots are summed from.
-
-    Its table holds the view's counts of ``genes`` (all by default) in ``X``, each spot's
-    library size over all genes in ``obs[LIBRARY_KEY]`` and array positions (placed by
-    ``spot_positions`` from all the spots when the table records none); copying only the
-    model's genes keeps the block phases small on a slide of many genes.
-    """
-    import dataclasses
-
-    import anndata as ad
-
-    from .._core._lattice import spot_positions
-    from .._core._view import LIBRARY_KEY, gene_indices
-
-    if kept.sum() < 2:
-        raise ValueError(f"Section {view.name!r} has {int(kept.sum())} spots left after leaving "
-                         "out the flagged ones; check the flags, or pass missing_key=None.")
-    table = view.adata
-    x = table.X if view.layer is None else table.layers[view.layer]
-    gidx = np.arange(table.n_vars) if genes is None else gene_indices(table, genes)
-    obs = table.obs[kept].copy()
-    obs[LIBRARY_KEY] = view.library_sizes()[kept]
-    if not {"array_row", "array_col"} <= set(obs.columns):  # placed once, from all the spots
-        row, col, _ = spot_positions(view)
-        obs["array_row"], obs["array_col"] = row[kept], col[kept]
-    sub = ad.AnnData(X=x[:, gidx][kept], obs=obs, var=table.var.iloc[gidx].copy())
-    return dataclasses.replace(view, adata=sub, layer=None, centres_px=view.centres_px[kept])
 
 
 def _supervised_views(sdata, view):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._tile_store import gene_chunk
+from .._core._tiles import gene_chunk
 
 
 def add_pixel_table(sdata, view, genes, mean, keep, grid, key: str,

@@ -160,7 +160,7 @@ def superresolve(
         raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}.")
     _check_outside(outside_tissue)
 
-    from ._tile_store import scratch_group
+    from .._core._tiles import scratch_group
 
     if not model.deep:
         n_samples = 1  # the histology path alone gives one deterministic map
@@ -207,19 +207,6 @@ def _check_free(sdata, names, overwrite):
                          "replace them or choose another `key_added=`.")
 
 
-def _tiles(n: int, size: int, overlap: int) -> list[int]:
-    if n <= size:
-        return [0]
-    step = size - overlap
-    starts = list(range(0, n - size, step)) + [n - size]
-    return sorted(set(starts))
-
-
-def _window(size: int) -> np.ndarray:
-    w = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
-    return np.maximum(np.outer(w, w), 1e-3).astype(np.float32)
-
-
 def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, seed, device,
                  tile_size, progress, pixel_px=None, missing=None, outside=0.0):
     """Sample every tile into ``store``, then correct and finish the maps a few genes at a time.
@@ -234,9 +221,9 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     import torch
     from tqdm.auto import tqdm
 
+    from .._core._tiles import BandBlender, gene_chunk, new_array, tile_starts, tile_window
     from ..schedulers import make_sampler
     from ..train._patches import pad_to, patch_condition
-    from ._tile_store import BandBlender, gene_chunk, new_array
 
     genes, spec, net = model.genes, model.grid_spec, model.module
     grid = spec.grid_for(view)
@@ -260,7 +247,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     mult = 2 ** (len(model.net_config.channel_mult) - 1) * 4
     size = max(mult, int(np.ceil(min(tile_size, max(grid.height, grid.width)) / mult)) * mult)
     overlap = size // 4
-    win = _window(size)
+    win = tile_window(size)
     g, h, w = len(genes), grid.height, grid.width
     raw_mean = new_array(store, "sampled_mean", (g, h, w), (1, size - overlap, w))
     raw_std = new_array(store, "sampled_std", (g, h, w), (1, size - overlap, w))
@@ -276,7 +263,8 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
             m.set_active_cells(model.net_config.n_cells)
     smp = make_sampler(sampler, model.diffusion, steps)
     mu, sd = torch.from_numpy(scaler.mu).to(device), torch.from_numpy(scaler.sd).to(device)
-    tiles = [(i, j) for i in _tiles(h, size, overlap) for j in _tiles(w, size, overlap)]
+    tiles = [(i, j) for i in tile_starts(h, size, overlap)
+             for j in tile_starts(w, size, overlap)]
     pseudo = PSEUDO_COUNT / scaler.counts_per_unit(area)  # one count per footprint, as density
     for n, (i, j) in enumerate(tqdm(tiles, desc="super-resolving", unit="tile",
                                     disable=not progress)):

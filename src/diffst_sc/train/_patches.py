@@ -110,7 +110,30 @@ def _entropy(grey: np.ndarray, bins: int = 16) -> np.ndarray:
 
 
 def dihedral(a: np.ndarray, code: int) -> np.ndarray:
-    """One of the 8 flips/rotations (``code`` in 0..7) of the last two axes."""
+    """One of the 8 flips and rotations of an image, on its last two axes (rows, columns).
+
+    :class:`PatchSampler` applies a random one to every array of a patch, the same to each.
+
+    Parameters
+    ----------
+    a
+        ``(..., H, W)`` array; for ``code >= 4`` the patch is square, or the result is
+        ``(..., W, H)``.
+    code
+        Which transform, 0 to 7: ``code & 4`` transposes rows and columns, then ``code & 1``
+        flips the columns (left-right) and ``code & 2`` the rows (up-down); 0 is the identity.
+
+    Returns
+    -------
+    numpy.ndarray
+        A view of ``a``, transformed.
+
+    Examples
+    --------
+    >>> a = np.arange(4).reshape(2, 2)
+    >>> dihedral(a, 1).tolist(), dihedral(a, 4).tolist()
+    ([[1, 0], [3, 2]], [[0, 2], [1, 3]])
+    """
     if code & 4:
         a = a.swapaxes(-1, -2)
     if code & 1:
@@ -121,7 +144,25 @@ def dihedral(a: np.ndarray, code: int) -> np.ndarray:
 
 
 def dihedral_xy(xy: np.ndarray, code: int) -> np.ndarray:
-    """Apply the same transform as :func:`dihedral` to (x, y) points in [0, 1]."""
+    """The transform :func:`dihedral` applies to an image, applied to points on it.
+
+    Parameters
+    ----------
+    xy
+        ``(n, 2)`` points (x, y) in [0, 1]: x across the columns, y down the rows.
+    code
+        Which transform, 0 to 7, as for :func:`dihedral`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2)`` the points where they lie on the transformed image (a copy).
+
+    Examples
+    --------
+    >>> dihedral_xy(np.array([[0.25, 0.5]]), 1).tolist()  # left-right: x -> 1 - x
+    [[0.75, 0.5]]
+    """
     xy = xy.copy()
     if code & 4:
         xy = xy[:, ::-1].copy()

@@ -400,10 +400,29 @@ def _splitmix64(x: int) -> int:
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
-    """Multiplier of the peak learning rate at optimiser step ``step`` (0-based).
+    """Multiplier of the peak learning rate at optimiser step ``step`` (:func:`fit_model`'s).
 
     Linear warm-up over ``warmup_steps`` steps (reaching 1 at the last warm-up step), then a
     cosine decay that reaches 0 at ``max_steps``.
+
+    Parameters
+    ----------
+    step
+        Optimiser step, 0-based.
+    warmup_steps
+        Steps of the linear warm-up (0: none).
+    max_steps
+        Step at which the rate reaches 0.
+
+    Returns
+    -------
+    float
+        The factor, in [0, 1].
+
+    Examples
+    --------
+    >>> lr_factor(0, 4, 20), lr_factor(3, 4, 20), lr_factor(12, 4, 20)
+    (0.25, 1.0, 0.5)
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -413,6 +432,19 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
 
 def resolve_precision(mixed_precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``mixed_precision`` on ``device``, ``None`` for full precision.
+
+    Parameters
+    ----------
+    mixed_precision
+        ``"auto"`` (bfloat16 on a CUDA GPU that has it, else float16 on CUDA, full precision off
+        CUDA), ``"bf16"``, ``"fp16"`` or ``"no"``; as :class:`TrainerConfig` takes it.
+    device
+        Where training runs.
+
+    Returns
+    -------
+    torch.dtype or None
+        ``torch.bfloat16`` or ``torch.float16``; ``None`` for full precision.
 
     Raises
     ------

@@ -1,10 +1,17 @@
-"""The band-by-band blending that lets superresolve write tiles to disk as they are sampled."""
+"""Tiles of a grid (`_core._tiles`): the band-by-band blending that lets superresolve write tiles
+to disk as they are sampled, and the memory bound of its passes over genes."""
 
 import numpy as np
 import pytest
 
-from diffst_sc.tl._superresolve import _tiles, _window
-from diffst_sc.tl._tile_store import BandBlender, gene_chunk, new_array, scratch_group
+from diffst_sc._core import (
+    BandBlender,
+    gene_chunk,
+    new_array,
+    scratch_group,
+    tile_starts,
+    tile_window,
+)
 
 
 def _blend_in_memory(tiles, g, h, w, size, win):
@@ -22,10 +29,10 @@ def _blend_in_memory(tiles, g, h, w, size, win):
 def test_band_blending_equals_blending_the_whole_grid(tmp_path, h, w, size):
     rng = np.random.default_rng(0)
     g, overlap = 3, size // 4
-    win = _window(size)
+    win = tile_window(size)
     tiles = []
-    for i in _tiles(h, size, overlap):
-        for j in _tiles(w, size, overlap):
+    for i in tile_starts(h, size, overlap):
+        for j in tile_starts(w, size, overlap):
             samples = rng.gamma(2.0, size=(4, g, size, size))
             tiles.append((i, j, samples.mean(0), (samples**2).mean(0)))
     store = scratch_group(tmp_path)

@@ -1,9 +1,12 @@
-"""Where ``superresolve`` puts its output: tiles blended band by band into a scratch zarr store.
+"""Tiles of a grid and where they are blended: overlapping tiles, their window, a scratch store.
 
-Sampling produces overlapping tiles of every gene. They are blended (window-weighted mean and
-second moment) in a band of rows only one tile tall; as soon as no later tile can reach a row,
-the row is final and goes to disk. Later passes read the store a few genes at a time, so memory
-never holds the whole grid of every gene at once, whatever the size of the slide.
+A grid too large for one pass is cut into overlapping square tiles (:func:`tile_starts`), each
+weighted by a window that falls to nearly 0 at its edges (:func:`tile_window`). Tiles of every
+gene are blended (window-weighted mean and second moment) in a band of rows only one tile tall
+(:class:`BandBlender`); as soon as no later tile can reach a row, the row is final and goes to a
+scratch zarr store (:func:`scratch_group`, :func:`new_array`). Later passes read the store a
+few genes at a time (:func:`gene_chunk`), so memory never holds the whole grid of every gene at
+once, whatever the size of the slide (``superresolve`` samples its maps this way).
 """
 
 from __future__ import annotations
@@ -15,6 +18,35 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+
+def tile_starts(n: int, size: int, overlap: int) -> list[int]:
+    """First rows (or columns) of tiles of ``size`` covering ``n``, neighbours sharing ``overlap``.
+
+    The last tile ends at ``n``; a side no longer than ``size`` is one tile at 0.
+
+    Examples
+    --------
+    >>> tile_starts(40, 16, 4)
+    [0, 12, 24]
+    >>> tile_starts(9, 16, 4)
+    [0]
+    """
+    if n <= size:
+        return [0]
+    step = size - overlap
+    starts = list(range(0, n - size, step)) + [n - size]
+    return sorted(set(starts))
+
+
+def tile_window(size: int) -> np.ndarray:
+    """``(size, size)`` float32 blending weight of a tile: a squared sine, 1e-3 at the least.
+
+    Highest in the middle and close to 0 at the edges, so that overlapping tiles fade into one
+    another; never 0, so that a pixel reached by one tile only keeps its value.
+    """
+    w = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+    return np.maximum(np.outer(w, w), 1e-3).astype(np.float32)
 
 
 def scratch_group(parent: str | Path | None = None):
