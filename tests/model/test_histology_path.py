@@ -7,7 +7,7 @@ import pytest
 
 import diffst_sc as ds
 from diffst_sc._core import Grid
-from diffst_sc.model import GridSpec, HistologyPath, cells_of, descriptor_maps
+from diffst_sc.model import FootprintRows, GridSpec, HistologyPath, cells_of, descriptor_maps
 from diffst_sc.module import Ridge
 
 
@@ -97,8 +97,6 @@ def test_model_error_is_held_out_and_within_each_spot():
     """The error the path adds to the uncertainty is what remains once the measurement has set
     each input spot's total: an offset shared by a spot's children does not count, and it is
     measured on tiles the fit did not see."""
-    from diffst_sc.model._histology_path import FootprintRows
-
     rng = np.random.default_rng(3)
     n_parents, g, d, noise = 300, 3, 6, 0.3
     parent = np.repeat(np.arange(n_parents), 4)

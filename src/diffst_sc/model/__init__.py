@@ -4,12 +4,12 @@ It holds the trained parts (:mod:`diffst_sc.module`) and what it needs to apply 
 section; this package also turns sections into the arrays those parts take: the grid a section
 is rasterised on (:class:`GridSpec`), the model's expression units (:func:`scaler_for`), and the
 histology path's inputs and fit (:func:`descriptor_maps`, :func:`cells_of`,
-:class:`HistologyPath`).
+:class:`FootprintRows`, :class:`HistologyPath`).
 """
 
 from ._data import ExpressionScaler, GridSpec, scaler_for
 from ._diffst import DiffST
-from ._histology_path import HistologyPath, cells_of, descriptor_maps
+from ._histology_path import FootprintRows, HistologyPath, cells_of, descriptor_maps
 
 __all__ = ["DiffST", "GridSpec", "ExpressionScaler", "scaler_for", "HistologyPath",
-           "descriptor_maps", "cells_of"]
+           "FootprintRows", "descriptor_maps", "cells_of"]
