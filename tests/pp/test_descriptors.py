@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from diffst_sc.pp import (
+    COUNT_LIKE,
     DESCRIPTOR_NAMES,
     StainQuantities,
     disc_means,
     histology_descriptors,
     section_quantities,
+    stabilise_variance,
     stain_quantities,
 )
 
@@ -79,3 +81,16 @@ def test_real_spots_differ_and_scales_stack(her2st_c2_or_demo):
     # Tissue differs from spot to spot: hematoxylin and nuclear density vary.
     assert d[:, _col("mean_H", 1)].std() > 1e-3
     assert d[:, _col("nuclei_per_1000um2", 1)].std() > 0
+
+
+def test_fractions_and_densities_are_square_rooted_at_every_scale():
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0, 4, size=(5, 3 * len(DESCRIPTOR_NAMES)))
+    out = stabilise_variance(d.copy())
+    for k in range(3):
+        for name in DESCRIPTOR_NAMES:
+            i = _col(name, k)
+            expected = np.sqrt(d[:, i]) if name in COUNT_LIKE else d[:, i]
+            np.testing.assert_allclose(out[:, i], expected)
+    assert {"white_fraction", "nuclei_per_1000um2", "nuclear_fraction"} <= set(COUNT_LIKE)
+    assert not {"mean_R", "mean_H", "std_E"} & set(COUNT_LIKE)

@@ -33,6 +33,7 @@ from ..pp._descriptors import (
     histology_descriptors,
     nuclear_threshold,
     section_quantities,
+    stabilise_variance,
     working_pixel_um,
 )
 
@@ -51,7 +52,7 @@ N_FOLDS = 5
 FOLD_TILE = 16
 #: What the path's ridge reads, recorded with a saved model (a model saved with other inputs
 #: cannot be applied).
-INPUTS = f"descriptors{SCALES}/section-sd+own-gene"
+INPUTS = f"descriptors{SCALES}/sqrt-counts/section-sd+own-gene"
 #: Largest deviation (model units, standard deviations of a gene) the path may add.
 MAX_DEVIATION = 3.0
 
@@ -130,7 +131,8 @@ def descriptor_maps(view, grid: Grid, radius_um: float, *,
         bbox, rgb = read(r0, r1)
         q = section_quantities(view, bbox, pixel_um, rgb=rgb, threshold=threshold)
         del rgb
-        d = histology_descriptors(q, centres[r0:r1].reshape(-1, 2), radius_um, SCALES)
+        d = stabilise_variance(histology_descriptors(q, centres[r0:r1].reshape(-1, 2), radius_um,
+                                                     SCALES))
         del q  # before the next band's are made: one band's quantities in memory at a time
         out[:, r0:r1] = d.T.reshape(-1, r1 - r0, grid.width)
     return out

@@ -7,11 +7,13 @@ or grid pixels, which the model's histology path reads.
 from ._coexpression import coexpression_graph, coexpression_matrix
 from ._degrade import degrade
 from ._descriptors import (
+    COUNT_LIKE,
     DESCRIPTOR_NAMES,
     StainQuantities,
     disc_means,
     histology_descriptors,
     section_quantities,
+    stabilise_variance,
     stain_quantities,
 )
 from ._genes import DEFAULT_EXCLUDE, select_genes
@@ -35,4 +37,6 @@ __all__ = [
     "disc_means",
     "StainQuantities",
     "DESCRIPTOR_NAMES",
+    "stabilise_variance",
+    "COUNT_LIKE",
 ]

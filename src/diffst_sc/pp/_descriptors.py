@@ -273,6 +273,30 @@ def descriptors_from_means(m: np.ndarray) -> np.ndarray:
                  nonwhite_h, nuclear]
 
 
+#: Descriptors that are fractions of a disc or counts per area: binomial or Poisson-like, their
+#: spread grows with their level.
+COUNT_LIKE = ("white_fraction", *(f"H>{t}" for t in _H_LEVELS), f"E>{_E_LEVEL}",
+              *(f"nonwhite_H>{t}" for t in _NONWHITE_H_LEVELS),
+              "nuclei_per_1000um2", "nuclear_fraction", "large_nuclei_per_1000um2")
+
+
+def stabilise_variance(descriptors: np.ndarray) -> np.ndarray:
+    """Square roots of the :data:`COUNT_LIKE` columns of ``descriptors``, in place.
+
+    ``descriptors`` is ``(..., n_scales * len(DESCRIPTOR_NAMES))`` scale-major (as
+    :func:`histology_descriptors` returns), the descriptors along the last axis. The square root
+    stabilises the variance of fractions and counts, so that a linear model weighs a change of
+    nuclear density alike in sparse and in dense tissue (her2st, histology path: mean wPCC
+    0.444 -> 0.446 in one section, 0.448 -> 0.452 across sections).
+    """
+    per = len(DESCRIPTOR_NAMES)
+    cols = [i for i, name in enumerate(DESCRIPTOR_NAMES) if name in COUNT_LIKE]
+    idx = np.concatenate([np.asarray(cols) + k * per
+                          for k in range(descriptors.shape[-1] // per)])
+    descriptors[..., idx] = np.sqrt(np.clip(descriptors[..., idx], 0, None))
+    return descriptors
+
+
 def histology_descriptors(q: StainQuantities, centres_px: np.ndarray, radius_um: float,
                           scales: tuple[float, ...] = (0.5, 1.0, 1.5)) -> np.ndarray:
     """Descriptors of the discs of ``radius_um * s`` around each centre, for each scale ``s``.
