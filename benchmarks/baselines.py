@@ -205,7 +205,8 @@ RIDGE_FEATURES = {
 
 def _quantities_for(sec: DegradedSection):
     """The H&E's per-pixel quantities over the section's spots (``ds.pp``'s descriptors)."""
-    from diffst_sc.pp._descriptors import section_quantities, working_pixel_um
+    from diffst_sc.pp import section_quantities
+    from diffst_sc.pp._descriptors import working_pixel_um
 
     radius_um = sec.hr.spot_diameter_um / 2
     margin = 1.5 * sec.lr.diameter_px / 2 + 8
@@ -217,7 +218,7 @@ def _quantities_for(sec: DegradedSection):
 
 def _ridge_inputs(q, view, centres_px, block, genes, interpolated_counts, features) -> np.ndarray:
     """Within-block deviations of the histology descriptors and of the interpolated genes."""
-    from diffst_sc.pp._descriptors import DESCRIPTOR_NAMES, histology_descriptors
+    from diffst_sc.pp import DESCRIPTOR_NAMES, histology_descriptors
 
     d = histology_descriptors(q, centres_px, view.spot_diameter_um / 2, features["scales"])
     if features["colour_only"]:
