@@ -383,7 +383,7 @@ def _spread(sites_px: np.ndarray, spacing_px: float, grid: Grid) -> sp.csr_matri
     the part of the array it stands for: a pseudo-spot cut by the tissue's edge sits off its
     block's centre, and the cell of its centre would take in its neighbours' spots (her2st: a
     sixth of the spots lay in blocks whose correction bled into them; single-section mean wPCC
-    0.436 -> 0.446, across sections 0.437 -> 0.451). Rows sum to 1 within one spacing of a
+    0.436 -> 0.444, across sections 0.437 -> 0.448). Rows sum to 1 within one spacing of a
     site and are 0 farther.
     """
     sigma = CORRECTION_SIGMA * spacing_px
