@@ -34,7 +34,7 @@ from ._elements import (
     table_region,
     table_spots,
 )
-from ._grid import Grid, coverage_matrix, gaussian_weights
+from ._grid import Grid, cell_weights, coverage_matrix, gaussian_weights
 from ._image import resample_image, tissue_mask
 from ._lattice import area_per_spot, is_hex_lattice, lattice_sites, spot_positions, spot_spacing
 from ._raster import (
@@ -52,7 +52,8 @@ __all__ = [
     "SectionView", "section_view", "SECTION_UNS_KEY", "LIBRARY_KEY", "MEASURED_KEY",
     "pick_table", "pick_image", "pick_coordinate_system", "affine_matrix", "image_levels",
     "order_like_table", "centres_and_diameter", "spot_spacing", "spot_positions",
-    "area_per_spot", "is_hex_lattice", "lattice_sites", "Grid", "coverage_matrix", "gaussian_weights",
+    "area_per_spot", "is_hex_lattice", "lattice_sites", "Grid", "cell_weights", "coverage_matrix",
+    "gaussian_weights",
     "element_raster", "footprint_means", "footprint_weights", "layer_footprint_means",
     "build_sdata", "NotCountsWarning", "check_counts", "check_unique_genes", "check_new_names",
     "warn_if_not_counts", "resample_image", "tissue_mask", "resample_to_grid", "table_region",

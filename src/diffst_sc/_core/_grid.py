@@ -133,6 +133,21 @@ def gaussian_weights(centres_px: np.ndarray, grid: Grid, sigma_px: float,
                          shape=shape)
 
 
+def cell_weights(sites_px: np.ndarray, spacing_px: float, grid: Grid,
+                 sigma_spacings: float) -> sp.csr_matrix:
+    """``(H * W, n_sites)`` a soft partition of the grid into the sites' cells.
+
+    Gaussian weights ``sigma_spacings`` spacings wide, normalised over the sites within one
+    spacing of each pixel: a pixel belongs to its nearest site, with a blend in a band about
+    ``sigma_spacings**2`` spacings wide where cells meet. Rows sum to 1 within one spacing of a
+    site and are 0 farther.
+    """
+    sigma = sigma_spacings * spacing_px
+    w = gaussian_weights(sites_px, grid, sigma_px=sigma, cutoff=1.0 / sigma_spacings).T.tocsr()
+    s = np.asarray(w.sum(1)).ravel()
+    return sp.diags(1.0 / np.maximum(s, 1e-300)) @ w
+
+
 def spread_values(values: np.ndarray, weights: sp.csr_matrix, grid: Grid,
                   floor: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """Normalised convolution of per-spot ``values`` ``(n, G)`` onto the grid.

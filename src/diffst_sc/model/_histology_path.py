@@ -110,8 +110,9 @@ def descriptor_maps(view, grid: Grid, radius_um: float, *,
 
     The H&E is read at 1 um per pixel, in bands of grid rows whose windows (each band with the
     widest disc's reach above and below) are about ``band_um2`` square micrometres, when the
-    section is larger, so that memory is bounded by a window on any slide, however wide the
-    discs (a her2st section is one or two). The nuclear threshold is the whole section's in
+    section is larger, so that memory is bounded by a window on any slide (a her2st section is
+    one or two). Where the reach is deeper than a quarter of such a window, the band keeps half
+    of it and the window grows by the excess. The nuclear threshold is the whole section's in
     either case.
     """
     pixel_um = working_pixel_um(radius_um, SCALES)
@@ -119,7 +120,10 @@ def descriptor_maps(view, grid: Grid, radius_um: float, *,
     reach = (max(SCALES) * radius_um + 2 * pixel_um) / view.microns_per_pixel
     x0, x1 = grid.x0, grid.x0 + grid.width * grid.pixel
     y_top, y_end = grid.y0, grid.y0 + grid.height * grid.pixel
-    rows = max(1, int(band_um2 / (grid.width * um) / um - 2 * reach / grid.pixel))
+    window = band_um2 / (grid.width * um) / um  # grid rows of a window
+    # at least half the window is band: a deep reach on a wide slide would otherwise leave thin
+    # bands, most of each window read again by the next
+    rows = max(1, int(max(window - 2 * reach / grid.pixel, window / 2)))
     bands = [(r0, min(grid.height, r0 + rows)) for r0 in range(0, grid.height, rows)]
 
     def read(r0, r1):
