@@ -101,9 +101,9 @@ def test_version(capsys):
 def test_every_option_has_help():
     import argparse
 
-    from diffst_sc.cli import _parser
+    from diffst_sc.cli import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in commands.choices.items():
         for action in sub._actions:

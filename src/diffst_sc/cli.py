@@ -19,7 +19,7 @@ _POSITIONAL = {"command", "run", "stores", "store"}
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``diffst`` command."""
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
@@ -85,7 +85,16 @@ def _zarr_store(text: str) -> str:
     return text
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``diffst`` command's argument parser, with every command and option.
+
+    For tools that read a command line's options (documentation generators, shell completion,
+    e.g. ``sphinx-argparse`` with ``:module: diffst_sc.cli`` and ``:func: build_parser``).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     from .tl._fit import TRAINING_PRESETS
 
     steps = ", ".join(f"{k}: {v['max_steps']}" for k, v in TRAINING_PRESETS.items())
