@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import diffst_sc as ds
-from diffst_sc._core import Grid, cell_weights, coverage_matrix, lattice_sites
+from diffst_sc._core import Grid, cell_weights, coverage_matrix, lattice_sites, normalised_rows
 
 
 def test_measured_spots_sit_on_their_sites(her2st_c2_or_demo):
@@ -40,8 +40,7 @@ def test_a_pseudo_spot_cut_by_the_tissue_edge_keeps_its_block_as_cell(her2st_c2_
     # sites every spot's footprint lies in its own block's cell; around the centres some spots
     # reach into a neighbouring block's, whose factor would bend them.
     grid = Grid.around(lr.centres_px, lr.spacing_px / 8, lr.spacing_px)
-    footprints = coverage_matrix(hr.centres_px, hr.diameter_px, grid).tocsr()
-    footprints = footprints.multiply(1 / footprints.sum(1)).tocsr()
+    footprints = normalised_rows(coverage_matrix(hr.centres_px, hr.diameter_px, grid).tocsr())
 
     def own_share(points):
         share = (footprints @ cell_weights(points, lr.spacing_px, grid, 0.15)).toarray()

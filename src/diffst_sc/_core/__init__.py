@@ -34,7 +34,7 @@ from ._elements import (
     table_region,
     table_spots,
 )
-from ._grid import Grid, cell_weights, coverage_matrix, gaussian_weights
+from ._grid import Grid, cell_weights, coverage_matrix, gaussian_weights, normalised_rows
 from ._image import resample_image, tissue_mask
 from ._lattice import area_per_spot, is_hex_lattice, lattice_sites, spot_positions, spot_spacing
 from ._raster import (
@@ -53,7 +53,7 @@ __all__ = [
     "pick_table", "pick_image", "pick_coordinate_system", "affine_matrix", "image_levels",
     "order_like_table", "centres_and_diameter", "spot_spacing", "spot_positions",
     "area_per_spot", "is_hex_lattice", "lattice_sites", "Grid", "cell_weights", "coverage_matrix",
-    "gaussian_weights",
+    "gaussian_weights", "normalised_rows",
     "element_raster", "footprint_means", "footprint_weights", "layer_footprint_means",
     "build_sdata", "NotCountsWarning", "check_counts", "check_unique_genes", "check_new_names",
     "warn_if_not_counts", "resample_image", "tissue_mask", "resample_to_grid", "table_region",
