@@ -140,6 +140,9 @@ class DiffSTPrediction:
         integrated over the pseudo-spots against their counts.
     fit_seconds, superresolve_seconds
         Wall time of ``ds.tl.fit`` and ``ds.tl.superresolve``.
+    path_gain
+        ``uns["diffst"]["path_gain"]``: the factor the histology path's departures were scaled
+        by on this section.
     """
 
     mean: np.ndarray
@@ -147,6 +150,7 @@ class DiffSTPrediction:
     consistency_error: float
     fit_seconds: float
     superresolve_seconds: float
+    path_gain: float = 1.0
 
 
 def run_diffst(lr_sdata, train_sdatas, genes: list[str], *, preset: str = "cpu-small",
@@ -189,8 +193,9 @@ def run_diffst(lr_sdata, train_sdatas, genes: list[str], *, preset: str = "cpu-s
     mean = layer_footprint_means(target, DIFFST_KEY, centres, diameter, cs, channels=genes)
     std = layer_footprint_means(target, f"{DIFFST_KEY}_std", centres, diameter, cs,
                                 channels=genes)
-    consistency = float(target.tables["table"].uns[DIFFST_KEY]["consistency_error"])
-    return DiffSTPrediction(mean, std, consistency, t1 - t0, t2 - t1)
+    uns = target.tables["table"].uns[DIFFST_KEY]
+    return DiffSTPrediction(mean, std, float(uns["consistency_error"]), t1 - t0, t2 - t1,
+                            float(uns["path_gain"]))
 
 
 def diffst_options(method: str, diffst_kw: dict) -> dict:
@@ -239,6 +244,7 @@ def score_method(method: str, lr_sdata, genes, *, setting, others, diffst_kw) ->
         r["coverage"] = float(np.nanmean(cov))
         r["per_gene"]["coverage"] = [float(c) for c in cov]
         r["consistency_error"] = pred.consistency_error
+        r["path_gain"] = pred.path_gain
         r["fit_seconds"] = pred.fit_seconds
         r["superresolve_seconds"] = pred.superresolve_seconds
         r["seconds"] = pred.fit_seconds + pred.superresolve_seconds
@@ -453,8 +459,8 @@ def run(sections, methods, setting, genes, data_dir: Path, diffst_kw, *,
                              others=lambda n=name: [section(o) for o in sections if o != n],
                              diffst_kw=diffst_kw)
             results["sections"].setdefault(name, {})[method] = r
-            extra = "".join(f" {k} {r[k]:.3f}" for k in ("consistency_error", "coverage")
-                            if k in r)
+            extra = "".join(f" {k} {r[k]:.3f}" for k in ("consistency_error", "coverage",
+                                                          "path_gain") if k in r)
             print(f"{name:4s} {method:22s} " + " ".join(f"{s} {r[s]:.3f}" for s in SCORES)
                   + extra + f" genes {r['n_genes']} ({r['seconds']:.1f} s)", flush=True)
     results["mean"] = section_means(results["sections"])

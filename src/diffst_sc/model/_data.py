@@ -118,17 +118,18 @@ def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScal
 
 
 def apply_path(arrays, path, view: SectionView, grid: Grid, radius_um: float,
-               descriptors: np.ndarray | None = None) -> np.ndarray:
+               descriptors: np.ndarray | None = None, gain: float = 1.0) -> np.ndarray:
     """Make ``arrays.lr`` the histology path's base map (and ``arrays.target`` its residual).
 
     The descriptors are of discs of ``radius_um`` around each grid pixel (computed unless given,
-    for the other LR lattices of a pair). Returns them.
+    for the other LR lattices of a pair). ``gain`` scales the path's departures
+    (:func:`section_gain`). Returns the descriptors.
     """
     from ._histology_path import cells_of, descriptor_maps
 
     if descriptors is None:
         descriptors = descriptor_maps(view, grid, radius_um)
-    arrays.lr = arrays.lr + path.deviation(descriptors, arrays.lr, cells_of(view, grid))
+    arrays.lr = arrays.lr + path.deviation(descriptors, arrays.lr, cells_of(view, grid), gain)
     if arrays.target is not None:
         arrays.target = arrays.target - arrays.lr
     return descriptors
@@ -161,6 +162,26 @@ def path_rows(lr_views: list[SectionView], hr_view: SectionView, genes: list[str
         rows.append(FootprintRows.from_maps(descriptors, lr, cells_of(view, grid), footprints,
                                             z_hr, _nearest(view, hr_view)))
     return rows
+
+
+#: Fewest spots a section needs for :func:`section_gain` to be measured on its own pairs.
+MIN_GAIN_SPOTS = 32
+
+
+def section_gain(path, view: SectionView, genes: list[str], spec: GridSpec) -> float:
+    """The histology path's gain on ``view``'s own pairs (``HistologyPath.gain``).
+
+    The section's spots, summed into pseudo-spots as ``fit`` would learn from them, are the
+    targets of what the path predicts from those pseudo-spots and the H&E: what the spots to be
+    super-resolved say about the size of their departures, at the next coarser scale. 1 when
+    the section has fewer than ``MIN_GAIN_SPOTS`` spots.
+    """
+    from ..pp._pairs import self_supervised_pairs
+
+    if view.n_spots < MIN_GAIN_SPOTS:
+        return 1.0
+    lr_views, hr = self_supervised_pairs(view, genes=genes)
+    return path.gain(path_rows(lr_views, hr, genes, spec))
 
 
 #: Width of the Gaussian that spreads the spots onto the grid (normalised convolution), in spot

@@ -59,6 +59,8 @@ FOLD_TILE = 16
 INPUTS = f"descriptors{SCALES}/sqrt-counts/section-sd+own-gene"
 #: Largest deviation (model units, standard deviations of a gene) the path may add.
 MAX_DEVIATION = 3.0
+#: Largest gain (``HistologyPath.gain``) a section's own pairs may set (her2st: 0.4 to 1.7).
+MAX_GAIN = 2.0
 
 
 def cells_of(view, grid: Grid) -> np.ndarray:
@@ -228,12 +230,17 @@ class HistologyPath:
         ``(G,)`` held-out RMS error of each gene's within-parent deviation (model units), on the
         same tiles: what the map still gets wrong once the measurement has set each spot's
         total, the model error ``superresolve`` adds to the uncertainty.
+    fitted_slope
+        Least-squares slope of the training departures on the path's predictions of them (above
+        1: the penalties shrink the predictions): the reference :meth:`gain` divides by
+        (``None`` in a model saved before it was recorded, which :meth:`gain` leaves at 1).
     """
 
     ridge: Ridge
     radius_ratio: float
     cv_error: float = float("nan")
     residual_sd: list[float] | None = None
+    fitted_slope: float | None = None
 
     @classmethod
     def fit(cls, rows: list[FootprintRows], radius_ratio: float,
@@ -249,36 +256,54 @@ class HistologyPath:
         The fit is the mean of reduced-rank ridges (``rank`` output directions), one per
         penalty of ``alphas``, each gene's own input penalised like the shared ones.
         """
-        xs, owns, ys, folds = [], [], [], []
-        for r in rows:
-            y = r.target - r.lr
-            xs.append(r.features - block_means(r.features, r.parent))
-            owns.append(r.own - block_means(r.own, r.parent))
-            ys.append(y - block_means(y, r.parent))
-            folds.append(_spatial_folds(r.position))
-        x, own, y = np.concatenate(xs), np.concatenate(owns), np.concatenate(ys)
-        fold = np.concatenate(folds)
+        x, own, y = _within_parents(rows)
+        fold = np.concatenate([_spatial_folds(r.position) for r in rows])
         ridge = _averaged_ridge(x, own, y, alphas, rank)
         cv_error, residual_sd = _held_out(x, own, y, fold, alphas, rank)
         if residual_sd is None:  # too few spots for two folds: the in-sample error, smaller
             err = np.clip(ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION) - y
             residual_sd = np.sqrt((err**2).mean(0)).tolist()
-        return cls(ridge, float(radius_ratio), cv_error, residual_sd)
+        path = cls(ridge, float(radius_ratio), cv_error, residual_sd)
+        path.fitted_slope = path._slope(x, own, y) or 1.0
+        return path
+
+    def gain(self, rows: list[FootprintRows]) -> float:
+        """How much larger a section's departures are than predicted, relative to training.
+
+        ``rows`` are the section's spots as targets of its pseudo-spots (the pairs ``fit``
+        would learn from on it alone). The gain is the least-squares slope of their
+        within-parent departures on the path's predictions, over the same slope on the
+        training pairs (:attr:`fitted_slope`), in ``[0, MAX_GAIN]``: exactly 1 on the
+        section the path was fitted on, and 1 when the predictions are all 0. A path fitted on
+        other sections predicts departures of the size those sections had; see
+        ``docs/method.md`` for what it measures on her2st.
+        """
+        slope = None if self.fitted_slope is None else self._slope(*_within_parents(rows))
+        if slope is None:
+            return 1.0
+        return float(np.clip(slope / self.fitted_slope, 0.0, MAX_GAIN))
+
+    def _slope(self, x: np.ndarray, own: np.ndarray, y: np.ndarray) -> float | None:
+        """Least-squares slope of ``y`` on the path's prediction (``None`` when that is 0)."""
+        pred = np.clip(self.ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION)
+        den = float((pred * pred).sum())
+        return float((pred * y).sum() / den) if den > 0 else None
 
     def deviation(self, descriptors: np.ndarray, lr: np.ndarray,
-                  cell_of: np.ndarray) -> np.ndarray:
+                  cell_of: np.ndarray, gain: float = 1.0) -> np.ndarray:
         """``(G, H, W)`` predicted deviation from the interpolated expression (model units).
 
-        The ridge is linear and so is a cell mean: the prediction from the deviations of the
-        inputs is the deviation of the prediction from the raw maps, which needs ``G`` maps
-        of memory instead of one per input.
+        ``gain`` (:meth:`gain`) scales it before it is clipped. The ridge is linear and so is a
+        cell mean: the prediction from the deviations of the inputs is the deviation of the
+        prediction from the raw maps, which needs ``G`` maps of memory instead of one per
+        input.
         """
         d, (g, h, w) = len(descriptors), lr.shape
         a, a_own, offset = self.ridge.linear()
         a = a / section_scale(descriptors, cell_of)[:, None]
         raw = (a.T.astype(np.float32) @ descriptors.reshape(d, -1)
                + a_own.astype(np.float32)[:, None] * lr.reshape(g, -1))
-        dev = _deviations(raw, cell_of) + offset.astype(np.float32)[:, None]
+        dev = (_deviations(raw, cell_of) + offset.astype(np.float32)[:, None]) * np.float32(gain)
         return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION).reshape(-1, h, w)
 
     def radius_um(self, view) -> float:
@@ -289,7 +314,7 @@ class HistologyPath:
         """JSON-serialisable form."""
         return {"inputs": INPUTS, "ridge": self.ridge.to_dict(),
                 "radius_ratio": self.radius_ratio, "cv_error": self.cv_error,
-                "residual_sd": self.residual_sd}
+                "residual_sd": self.residual_sd, "fitted_slope": self.fitted_slope}
 
     @classmethod
     def from_dict(cls, d: dict) -> HistologyPath:
@@ -300,7 +325,21 @@ class HistologyPath:
         cv = d.get("cv_error")
         return cls(Ridge.from_dict(d["ridge"]), float(d["radius_ratio"]),
                    float(cv) if isinstance(cv, int | float) else float("nan"),
-                   d.get("residual_sd"))
+                   d.get("residual_sd"), d.get("fitted_slope"))
+
+
+def _within_parents(rows: list[FootprintRows]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shared inputs, own inputs and departures of ``rows``, each less its parent's mean.
+
+    The departures are from the interpolated expression; the rows are stacked.
+    """
+    xs, owns, ys = [], [], []
+    for r in rows:
+        y = r.target - r.lr
+        xs.append(r.features - block_means(r.features, r.parent))
+        owns.append(r.own - block_means(r.own, r.parent))
+        ys.append(y - block_means(y, r.parent))
+    return np.concatenate(xs), np.concatenate(owns), np.concatenate(ys)
 
 
 def _spatial_folds(position: np.ndarray) -> np.ndarray:

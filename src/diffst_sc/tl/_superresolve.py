@@ -12,7 +12,13 @@ from .._core._docs import shared_parameters
 from .._core._grid import Grid, cell_weights, coverage_matrix, normalised_rows
 from .._core._lattice import lattice_sites
 from .._core._view import SectionView, section_view
-from ..model._data import apply_path, condition_arrays, disc_area_um2, scaler_for
+from ..model._data import (
+    apply_path,
+    condition_arrays,
+    disc_area_um2,
+    scaler_for,
+    section_gain,
+)
 from ..pp._low_counts import LOW_COUNTS_KEY, spots_to_skip
 from ._inputs import as_sdata_list, resolve_model
 
@@ -130,8 +136,11 @@ def superresolve(
     SpatialData or None
         With AnnData input, a new SpatialData holding the image, spots, table and new layers;
         otherwise ``None`` (the SpatialData is modified in place). ``table.uns[key_added]``
-        records the settings, ``consistency_error`` (over the spots used) and
-        ``n_missing_spots`` (the spots treated as missing).
+        records the settings, ``consistency_error`` (over the spots used),
+        ``n_missing_spots`` (the spots treated as missing) and ``path_gain`` (the factor the
+        histology path's departures from the interpolated spots were scaled by, measured on
+        the section's own spots summed into pseudo-spots; 1 for the deep network, which
+        refines the path as fitted).
 
     Examples
     --------
@@ -172,7 +181,7 @@ def superresolve(
                         pixel_px=None if pixel_size_um is None
                         else pixel_size_um / view.microns_per_pixel, missing=missing,
                         outside=float(outside_tissue))
-    mean, std, grid, expressed, consistency = maps
+    mean, std, grid, expressed, consistency, gain = maps
     _write_layers(sdata, view, model.genes, mean, std, grid, key_added)
     if add_pixel_table:
         from ._pixel_table import add_pixel_table as _add
@@ -181,7 +190,8 @@ def superresolve(
     view.adata.uns[key_added] = {
         "genes": list(model.genes), "pixel_size_um": float(grid.pixel * view.microns_per_pixel),
         "n_samples": n_samples, "steps": steps, "sampler": sampler, "seed": seed,
-        "consistency_error": float(consistency), "image_key": view.image_key,
+        "consistency_error": float(consistency), "path_gain": float(gain),
+        "image_key": view.image_key,
         "coordinate_system": view.coordinate_system,
         "missing_key": missing_key or "", "n_missing_spots": int(missing.sum()),
         "outside_tissue": "nan" if np.isnan(outside_tissue) else "0",
@@ -216,7 +226,8 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     from its neighbours and the H&E. The grid and the tissue cover every spot.
 
     Returns the mean and std (counts per footprint; ``outside`` outside the tissue) as zarr
-    arrays, their grid, the pixels where any gene is expressed, and the consistency error.
+    arrays, their grid, the pixels where any gene is expressed, the consistency error and the
+    gain the histology path's departures were scaled by.
     """
     import torch
     from tqdm.auto import tqdm
@@ -237,8 +248,13 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
     arrays = condition_arrays(measured, genes, scaler, grid, spec, cells=model.deep,
                               expression=expression, coverage=cov_rows)
     path = getattr(model, "histology_path", None)
+    gain = 1.0
     if path is not None:
-        apply_path(arrays, path, measured, grid, path.radius_um(measured))
+        # The network learned its residual on the path's base as fitted: only the path alone
+        # is rescaled to the section.
+        if not model.deep:
+            gain = section_gain(path, measured, genes, spec)
+        apply_path(arrays, path, measured, grid, path.radius_um(measured), gain=gain)
     area = disc_area_um2(view)
     target = scaler.density(expression, area)
     cov = cov_rows.tocsc()
@@ -328,7 +344,7 @@ def _sample_maps(view: SectionView, model, store, *, n_samples, steps, sampler, 
             m, s = np.where(keep, m, outside), np.where(keep, s, outside)
         expressed |= (m > 0).any(0)  # neither 0 nor NaN outside the tissue is
         mean[sl], std[sl] = m.astype(np.float32), s.astype(np.float32)
-    return mean, std, out_grid, expressed, err_sum / max(target_sum, 1e-12)
+    return mean, std, out_grid, expressed, err_sum / max(target_sum, 1e-12), gain
 
 
 def _without(view: SectionView, missing) -> SectionView:
