@@ -412,6 +412,11 @@ def markdown(record: dict, single: dict | None = None) -> str:
         lines += ["Diff-ST runs (options passed to `ds.tl.fit` / `ds.tl.superresolve`):", ""]
         lines += [f"- {m}: " + ", ".join(f"{k}={v}" for k, v in o.items())
                   for m, o in variants.items()]
+        gains = {m: [f"{n} {per[m]['path_gain']:.2f}" for n, per in record["sections"].items()
+                     if "path_gain" in per.get(m, {})] for m in variants}
+        lines += ["", "Gain of the histology path's departures on each section "
+                  "(`uns['diffst']['path_gain']`; 1 on the section it was fitted on):", ""]
+        lines += [f"- {m}: " + ", ".join(g) for m, g in gains.items() if g]
         lines.append("")
     lines += ["| section | method | PCC | NRMSE | SSIM | wPCC | consistency | coverage90 | genes "
               "| seconds |", "|" + " --- |" * 10]

@@ -83,6 +83,58 @@ def test_deviation_equals_the_ridge_on_deviated_features(demo_view, small_grid):
         np.testing.assert_allclose(got[:, outside].std(1), 0, atol=1e-5)
 
 
+def test_gain_scales_the_maps_whole_departure_from_the_cells(demo_view, small_grid):
+    """A gain of 0.5 halves how far the base map (interpolation + path) departs from each
+    cell's mean, the interpolation's slope included, not the path's share alone."""
+    rng = np.random.default_rng(4)
+    d = descriptor_maps(demo_view, small_grid, demo_view.spot_diameter_um / 2)
+    g, n_feats = 4, len(d)
+    lr = rng.normal(size=(g, small_grid.height, small_grid.width)).astype(np.float32)
+    cell_of = cells_of(demo_view, small_grid)
+    x = rng.normal(size=(200, n_feats))
+    own = rng.normal(size=(200, g))
+    path = HistologyPath(Ridge.fit(x, x[:, :g] * 0.05 - 0.3 * own, alpha=10.0, own=own), 0.5)
+    lr_dev = _from_cells(lr.reshape(g, -1), cell_of).reshape(lr.shape)
+    whole = path.deviation(d, lr, cell_of) + lr_dev
+    half = path.deviation(d, lr, cell_of, gain=0.5) + lr_dev
+    inside = (cell_of >= 0).reshape(lr.shape[1:])
+    assert np.abs(whole[:, inside]).max() < 3  # no clipping in the comparison
+    np.testing.assert_allclose(half[:, inside], 0.5 * whole[:, inside], atol=1e-4)
+
+
+def test_gain_is_one_on_the_training_pairs_and_follows_the_spots_departures():
+    """Measured on the pairs the path was fitted on, the gain is 1; on a section whose spots
+    depart from their parents half as much as those pairs', it is 0.5."""
+    rows = _synthetic_rows(np.random.default_rng(5))
+    path = HistologyPath.fit([rows], 0.5)
+    assert path.gain([rows]) == pytest.approx(1.0, abs=1e-9)
+    total = rows.target - rows.lr + rows.own  # each spot's departure from its parent, + offset
+    offset = _parent_means(total, rows.parent)
+    calmer = FootprintRows(rows.features, rows.own, rows.lr,
+                           rows.lr - rows.own + offset + 0.5 * (total - offset), rows.parent,
+                           rows.position)
+    assert path.gain([calmer]) == pytest.approx(0.5, rel=1e-6)
+    # The reference slope is saved with the model; a path saved before it was is left at 1.
+    saved = path.to_dict()
+    assert HistologyPath.from_dict(saved).gain([calmer]) == pytest.approx(0.5, rel=1e-6)
+    del saved["fitted_slope"]
+    assert HistologyPath.from_dict(saved).gain([calmer]) == 1.0
+
+
+def _synthetic_rows(rng, n_parents: int = 300, g: int = 3, d: int = 6, noise: float = 0.3):
+    """Footprint rows of 4 children per parent whose departures follow the features."""
+    parent = np.repeat(np.arange(n_parents), 4)
+    n = len(parent)
+    x = rng.normal(size=(n, d))
+    lr = rng.normal(size=(n, g))
+    offset = rng.normal(scale=5.0, size=(n_parents, g))[parent]  # fixed by the measurement
+    target = lr + x[:, :g] * 0.8 + offset + rng.normal(scale=noise, size=(n, g))
+    side = int(np.ceil(np.sqrt(n_parents)))
+    position = np.c_[parent // side, parent % side] * 8.0 + rng.uniform(0, 4, size=(n, 2))
+    return FootprintRows(x.astype(np.float32), np.zeros((n, g), np.float32),
+                         lr.astype(np.float32), target.astype(np.float32), parent, position)
+
+
 def test_a_path_saved_with_other_inputs_is_refused():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 2))
@@ -97,19 +149,10 @@ def test_model_error_is_held_out_and_within_each_spot():
     """The error the path adds to the uncertainty is what remains once the measurement has set
     each input spot's total: an offset shared by a spot's children does not count, and it is
     measured on tiles the fit did not see."""
-    rng = np.random.default_rng(3)
-    n_parents, g, d, noise = 300, 3, 6, 0.3
-    parent = np.repeat(np.arange(n_parents), 4)
-    n = len(parent)
-    x = rng.normal(size=(n, d))
-    lr = rng.normal(size=(n, g))
-    signal = x[:, :g] * 0.8
-    offset = rng.normal(scale=5.0, size=(n_parents, g))[parent]  # fixed by the measurement
-    target = lr + signal + offset + rng.normal(scale=noise, size=(n, g))
-    side = int(np.ceil(np.sqrt(n_parents)))
-    position = np.c_[parent // side, parent % side] * 8.0 + rng.uniform(0, 4, size=(n, 2))
-    rows = FootprintRows(x.astype(np.float32), np.zeros((n, g), np.float32),
-                         lr.astype(np.float32), target.astype(np.float32), parent, position)
+    noise = 0.3
+    rows = _synthetic_rows(np.random.default_rng(3), noise=noise)
+    x, lr, target, parent = rows.features, rows.lr, rows.target, rows.parent
+    n, g = lr.shape
     path = HistologyPath.fit([rows], 0.5)
     sd = np.asarray(path.residual_sd)
     # Within a parent of 4 the noise keeps 3/4 of its variance; the offsets (sd 5) add nothing.

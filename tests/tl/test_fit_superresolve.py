@@ -241,6 +241,8 @@ def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2_or_demo
     model = ds.tl.fit(target, genes=genes, deep=False, progress=False)
     assert not model.deep and model.history == []
     ds.tl.superresolve(target, model=model, n_samples=1, steps=1, progress=False)
+    # Fitted on this very section: its departures keep the size they were fitted at.
+    assert target.tables["table"].uns["diffst"]["path_gain"] == pytest.approx(1.0, abs=1e-6)
     view = ds.io.section_view(target)
     got = layer_footprint_means(target, "diffst", view.centres_px, view.diameter_px,
                                 view.coordinate_system)

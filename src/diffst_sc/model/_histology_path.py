@@ -231,8 +231,8 @@ class HistologyPath:
         same tiles: what the map still gets wrong once the measurement has set each spot's
         total, the model error ``superresolve`` adds to the uncertainty.
     fitted_slope
-        Least-squares slope of the training departures on the path's predictions of them (above
-        1: the penalties shrink the predictions): the reference :meth:`gain` divides by
+        Least-squares slope of the training spots' departures from their parents on the map's
+        (above 1: the penalties shrink the predictions): the reference :meth:`gain` divides by
         (``None`` in a model saved before it was recorded, which :meth:`gain` leaves at 1).
     """
 
@@ -271,12 +271,12 @@ class HistologyPath:
         """How much larger a section's departures are than predicted, relative to training.
 
         ``rows`` are the section's spots as targets of its pseudo-spots (the pairs ``fit``
-        would learn from on it alone). The gain is the least-squares slope of their
-        within-parent departures on the path's predictions, over the same slope on the
-        training pairs (:attr:`fitted_slope`), in ``[0, MAX_GAIN]``: exactly 1 on the
-        section the path was fitted on, and 1 when the predictions are all 0. A path fitted on
-        other sections predicts departures of the size those sections had; see
-        ``docs/method.md`` for what it measures on her2st.
+        would learn from on it alone). The gain is the least-squares slope of their departures
+        from their parents on the map's (the interpolation's and the path's together), over
+        the same slope on the training pairs (:attr:`fitted_slope`), in ``[0, MAX_GAIN]``:
+        exactly 1 on the section the path was fitted on, and 1 when the map does not depart.
+        A path fitted on other sections predicts departures of the size those sections had;
+        see ``docs/method.md`` for what it measures on her2st.
         """
         slope = None if self.fitted_slope is None else self._slope(*_within_parents(rows))
         if slope is None:
@@ -284,8 +284,14 @@ class HistologyPath:
         return float(np.clip(slope / self.fitted_slope, 0.0, MAX_GAIN))
 
     def _slope(self, x: np.ndarray, own: np.ndarray, y: np.ndarray) -> float | None:
-        """Least-squares slope of ``y`` on the path's prediction (``None`` when that is 0)."""
-        pred = np.clip(self.ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION)
+        """Least-squares slope of the spots' departures from their parents on the map's.
+
+        ``own`` is the interpolation's departure, ``y`` the spots' departure from it, both
+        within the parents (:func:`_within_parents`); the map departs by ``own`` plus the
+        path's prediction. ``None`` when the map does not depart.
+        """
+        pred = np.clip(self.ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION) + own
+        y = y + own
         den = float((pred * pred).sum())
         return float((pred * y).sum() / den) if den > 0 else None
 
@@ -293,7 +299,8 @@ class HistologyPath:
                   cell_of: np.ndarray, gain: float = 1.0) -> np.ndarray:
         """``(G, H, W)`` predicted deviation from the interpolated expression (model units).
 
-        ``gain`` (:meth:`gain`) scales it before it is clipped. The ridge is linear and so is a
+        ``gain`` (:meth:`gain`) scales the map's whole departure from the cells' means (the
+        interpolation's and the path's) before it is clipped. The ridge is linear and so is a
         cell mean: the prediction from the deviations of the inputs is the deviation of the
         prediction from the raw maps, which needs ``G`` maps of memory instead of one per
         input.
@@ -303,7 +310,10 @@ class HistologyPath:
         a = a / section_scale(descriptors, cell_of)[:, None]
         raw = (a.T.astype(np.float32) @ descriptors.reshape(d, -1)
                + a_own.astype(np.float32)[:, None] * lr.reshape(g, -1))
-        dev = (_deviations(raw, cell_of) + offset.astype(np.float32)[:, None]) * np.float32(gain)
+        if gain != 1.0:  # gain * (the interpolation's + the path's) - the interpolation's
+            raw *= np.float32(gain)
+            raw += np.float32(gain - 1) * lr.reshape(g, -1)
+        dev = _deviations(raw, cell_of) + np.float32(gain) * offset.astype(np.float32)[:, None]
         return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION).reshape(-1, h, w)
 
     def radius_um(self, view) -> float:
