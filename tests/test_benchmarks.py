@@ -52,7 +52,7 @@ def _record(hq, results, genes, setting="single"):
 
 
 def test_modules_import():
-    for name in ("baselines", "her2st_quality", "speed", "xenium", "profiling"):
+    for name in ("baselines", "her2st_quality", "speed", "xenium", "profiling", "ablation_seeds"):
         assert callable(_module(name).main if name != "baselines" else _module(name).uniform)
 
 
@@ -103,6 +103,32 @@ def test_targets_are_computed_from_the_numbers(hq, c2_results, bench_genes):
     # wPCC 0.41 is under 0.45 and under ridge-histology's 0.42; its PCC is below the ridges'.
     assert [c.split(" ")[0] for c in cells[2:]] == ["missed", "missed", "missed", "missed"]
     assert "C2 PCC" in cells[4]
+
+
+def test_seeds_summary_is_mean_and_sd_over_seeds_run_on_every_section(hq, c2_results,
+                                                                       bench_genes):
+    """Records of different seeds pool into mean +- sd; a seed missing a section is left out,
+    and a seed met twice counts once."""
+    seeds_mod = _module("ablation_seeds")
+    records = []
+    for seed, (c2, c3) in enumerate([(0.30, 0.20), (0.34, 0.26), (0.32, None)]):
+        rec = _record(hq, c2_results, bench_genes)
+        bic = rec["sections"]["C2"]["bicubic"]
+        rec["sections"]["C2"]["diffst-deep"] = {**bic, "wPCC": c2, "options": {"seed": seed}}
+        if c3 is not None:
+            rec["sections"]["C3"] = {"diffst-deep": {**bic, "wPCC": c3, "options": {"seed": seed}}}
+        records.append(rec)
+    records.append(copy.deepcopy(records[0]))  # seed 0 again
+    by_seed = seeds_mod.runs_by_seed(records)["single"]
+    assert sorted(by_seed["diffst-deep"]) == [0, 1, 2]
+    table = seeds_mod.summary(by_seed, ["C2", "C3"])["diffst-deep"]
+    assert table["seeds"] == [0, 1]
+    assert table["C2"] == pytest.approx((0.32, np.std([0.30, 0.34], ddof=1)))
+    assert table["mean"] == pytest.approx((0.275, np.std([0.25, 0.30], ddof=1)))
+    only_c2 = seeds_mod.summary(by_seed, ["C2"])["diffst-deep"]
+    assert only_c2["seeds"] == [0, 1, 2] and only_c2["C2"][0] == pytest.approx(0.32)
+    assert "| diffst-deep | 2 | 0.320 +- 0.028 |" in seeds_mod.markdown(
+        {"single": {"diffst-deep": table}}, ["C2", "C3"], ["test"])
 
 
 def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypatch):

@@ -171,3 +171,33 @@ def _parent_means(values, parent):
     sums = np.zeros((parent.max() + 1, values.shape[1]))
     np.add.at(sums, parent, values)
     return (sums / np.bincount(parent)[:, None])[parent]
+
+
+def test_the_section_fitted_on_alone_is_recognised_without_reading_its_he(her2st_c2_or_demo):
+    """superresolve on the section the path was fitted on alone takes gain 1 from the pairs'
+    fingerprint (reading the H&E again costs minutes on a slide); a changed count is another
+    section, whose gain is measured."""
+    import copy
+    import dataclasses
+
+    from diffst_sc.model import section_gain
+
+    sdata = copy.deepcopy(her2st_c2_or_demo)
+    genes = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP"]
+    model = ds.tl.fit(sdata, genes=genes, deep=False, progress=False)
+    path = dataclasses.replace(model.histology_path, fitted_slope=1e6)  # measured: about 0
+    view = ds.io.section_view(sdata)
+    # the spots fit flagged as failed captures and superresolve leaves out
+    flagged = view.adata.obs["diffst_low_counts"].to_numpy(bool)
+    kept = dataclasses.replace(view, adata=view.adata[~flagged],
+                               centres_px=view.centres_px[~flagged])
+    assert section_gain(path, kept, genes, model.grid_spec) == 1.0
+    changed = kept.adata.copy()
+    counts = (changed.X if kept.layer is None else changed.layers[kept.layer]).tolil()
+    counts[0, list(changed.var_names).index("ERBB2")] += 1
+    if kept.layer is None:
+        changed.X = counts.tocsr()
+    else:
+        changed.layers[kept.layer] = counts.tocsr()
+    other = dataclasses.replace(kept, adata=changed)
+    assert section_gain(path, other, genes, model.grid_spec) < 0.01

@@ -283,3 +283,4 @@ def test_a_fitted_model_does_not_outlive_its_data(her2st_c2_or_demo):
     del sdata
     gc.collect()
     assert model() is None
+

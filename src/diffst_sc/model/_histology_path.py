@@ -234,6 +234,9 @@ class HistologyPath:
         Least-squares slope of the training spots' departures from their parents on the map's
         (above 1: the penalties shrink the predictions): the reference :meth:`gain` divides by
         (``None`` in a model saved before it was recorded, which :meth:`gain` leaves at 1).
+    fitted_on
+        Fingerprint (``model._data.pairs_fingerprint``) of the one section the path was fitted
+        on by itself, whose gain is 1 without measuring it; ``None`` otherwise.
     """
 
     ridge: Ridge
@@ -241,6 +244,7 @@ class HistologyPath:
     cv_error: float = float("nan")
     residual_sd: list[float] | None = None
     fitted_slope: float | None = None
+    fitted_on: str | None = None
 
     @classmethod
     def fit(cls, rows: list[FootprintRows], radius_ratio: float,
@@ -324,7 +328,8 @@ class HistologyPath:
         """JSON-serialisable form."""
         return {"inputs": INPUTS, "ridge": self.ridge.to_dict(),
                 "radius_ratio": self.radius_ratio, "cv_error": self.cv_error,
-                "residual_sd": self.residual_sd, "fitted_slope": self.fitted_slope}
+                "residual_sd": self.residual_sd, "fitted_slope": self.fitted_slope,
+                "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, d: dict) -> HistologyPath:
@@ -335,7 +340,7 @@ class HistologyPath:
         cv = d.get("cv_error")
         return cls(Ridge.from_dict(d["ridge"]), float(d["radius_ratio"]),
                    float(cv) if isinstance(cv, int | float) else float("nan"),
-                   d.get("residual_sd"), d.get("fitted_slope"))
+                   d.get("residual_sd"), d.get("fitted_slope"), d.get("fitted_on"))
 
 
 def _within_parents(rows: list[FootprintRows]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

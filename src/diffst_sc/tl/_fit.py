@@ -11,7 +11,7 @@ import numpy as np
 from .._core._checks import MAKE_GENES_UNIQUE, check_unique_genes, warn_if_not_counts
 from .._core._docs import shared_parameters
 from .._core._view import section_view
-from ..model._data import GridSpec, path_rows, training_arrays
+from ..model._data import GridSpec, pairs_fingerprint, path_rows, training_arrays
 from ..pp import self_supervised_pairs
 from ..pp._low_counts import LOW_COUNTS_KEY
 from ._inputs import as_sdata_list, check_fit_options, remember_model
@@ -184,6 +184,8 @@ def fit(
         ratio = float(np.median([hr.spot_diameter_um / lr_views[0].spot_diameter_um
                                  for lr_views, hr in pair_views]))
         path = HistologyPath.fit(rows, ratio)
+        if len(pair_views) == 1 and pairs == "self":
+            path.fitted_on = pairs_fingerprint(pair_views[0][1], genes)
     sections = [p for lr_views, hr in pair_views
                 for p in training_arrays(lr_views, hr, genes, spec, path)] if deep else []
 
