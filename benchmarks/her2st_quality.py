@@ -47,7 +47,9 @@ from baselines import (  # noqa: E402
     score_predictions,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+#: The repository as the command reached it: symbolic links (``../shared`` often is one) are
+#: not followed, so that paths relative to it never name where they point on this machine.
+REPO = Path(os.path.abspath(__file__)).parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "her2st"
 SCORES = ("PCC", "NRMSE", "SSIM", "wPCC")
 DIFFST_KEY = "diffst"
@@ -541,7 +543,7 @@ def main(argv=None) -> dict:
 def _relative(path: Path) -> str:
     """A path as seen from the repository root, never an absolute path of this machine."""
     try:
-        return os.path.relpath(Path(path).resolve(), REPO)
+        return os.path.relpath(os.path.abspath(path), REPO)
     except ValueError:
         return Path(path).name
 
