@@ -284,3 +284,45 @@ def test_a_fitted_model_does_not_outlive_its_data(her2st_c2_or_demo):
     gc.collect()
     assert model() is None
 
+
+
+def _quarter_spread(sdata, key, view, genes):
+    """How far a layer departs within the spots: the sd of its means over four discs in the
+    quarters of each spot, relative to the spot's mean, averaged over spots and genes."""
+    d = view.diameter_px
+    quarters = [layer_footprint_means(sdata, key, view.centres_px + [dx, dy], d / 3,
+                                      view.coordinate_system, channels=genes)
+                for dx in (-d / 5, d / 5) for dy in (-d / 5, d / 5)]
+    q = np.stack(quarters)  # (4, spots, genes)
+    level = q.mean(0)
+    ok = level > 0
+    return float((q.std(0)[ok] / level[ok]).mean())
+
+
+def test_a_path_fitted_elsewhere_is_rescaled_to_the_section(her2st_c2_or_demo):
+    """On a section the path was not fitted on, superresolve measures the gain on that
+    section's own spots, records it and scales the map's departures within each spot by it: a
+    path trained on far steeper departures than the section's spots show gets a gain near 0,
+    and its map is nearly flat inside each spot."""
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from baselines import degrade_2x2, lr_input
+
+    genes = GENES[:5]
+    model = ds.tl.fit(lr_input(degrade_2x2(her2st_c2_or_demo, genes)), genes=genes, deep=False,
+                      progress=False)
+    sdata = copy.deepcopy(her2st_c2_or_demo)  # the measured spots: another section
+    ds.tl.superresolve(sdata, model=model, key_added="as_fitted", n_samples=1, steps=1,
+                       progress=False)
+    measured = sdata.tables["table"].uns["as_fitted"]["path_gain"]
+    assert 0 < measured <= 2 and measured != pytest.approx(1.0, abs=1e-6)
+    model.histology_path = dataclasses.replace(model.histology_path, fitted_slope=1e6)
+    ds.tl.superresolve(sdata, model=model, key_added="calm", n_samples=1, steps=1,
+                       progress=False)
+    assert sdata.tables["table"].uns["calm"]["path_gain"] < 0.01
+    view = ds.io.section_view(sdata)
+    assert _quarter_spread(sdata, "calm", view, genes) < 0.5 * _quarter_spread(
+        sdata, "as_fitted", view, genes)
