@@ -3,7 +3,9 @@
 Reads records of ``her2st_quality.py`` (one setting each, any mix of seeds: the seed of a run is
 in its options) and writes, per setting, each variant's wPCC on every section and its mean over
 the sections as mean +- sd over the seeds that were run, with the number of seeds, next to the
-default model's. A variant met with the same seed in two records counts once (the later record).
+default model's, and what the part a variant switches off adds to the network: the network's
+mean over the sections less the variant's, paired by seed. A variant met with the same seed in
+two records counts once (the later record).
 
 Usage (from the repository root)::
 
@@ -27,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 SCORES = ("PCC", "NRMSE", "SSIM", "wPCC")
+#: The network with every part on; the variants named after it switch one part off.
+NETWORK = "diffst-deep"
 
 
 def runs_by_seed(records: list[dict]) -> dict:
@@ -60,6 +64,30 @@ def summary(by_seed: dict, sections: list[str], score: str = "wPCC") -> dict:
     return out
 
 
+def part_adds(by_seed: dict, sections: list[str], score: str = "wPCC") -> dict:
+    """What each part adds to the network: its mean ``score`` over ``sections`` less that of the
+    variant without the part, on the seeds both ran on every section.
+
+    Returns ``{variant: {"seeds": [...], "adds": (mean, sd)}}`` for the variants named
+    ``NETWORK + "-..."``; the sd is over seeds (``nan`` with one).
+    """
+    def means(method):
+        seeds = by_seed.get(method, {})
+        return {s: np.mean([per[n][score] for n in sections]) for s, per in seeds.items()
+                if all(n in per for n in sections)}
+
+    full, out = means(NETWORK), {}
+    for method in by_seed:
+        if not method.startswith(NETWORK + "-"):
+            continue
+        own = means(method)
+        seeds = sorted(set(own) & set(full))
+        if seeds:
+            out[method] = {"seeds": seeds,
+                           "adds": _mean_sd(np.array([full[s] - own[s] for s in seeds]))}
+    return out
+
+
 def _mean_sd(values: np.ndarray) -> tuple[float, float]:
     sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
     return float(values.mean()), sd
@@ -69,19 +97,25 @@ def _cell(mean: float, sd: float) -> str:
     return f"{mean:.3f}" if np.isnan(sd) else f"{mean:.3f} +- {sd:.3f}"
 
 
-def markdown(tables: dict, sections: list[str], commands: list[str]) -> str:
-    """The summaries of every setting as a markdown page."""
+def markdown(tables: dict, sections: list[str], commands: list[str],
+             adds: dict | None = None) -> str:
+    """The summaries of every setting (and what each part adds, :func:`part_adds`) as a page."""
+    adds = adds or {}
     lines = ["# Diff-ST's variants over seeds (her2st, mean wPCC)", ""]
     lines += [f"- command: `{c}`" for c in commands]
     lines += ["- each cell: mean +- sd over the seeds run (sd over seeds, ddof 1; one seed: no sd); "
-              "the default model, the histology path, is deterministic", ""]
+              "the default model, the histology path, is deterministic",
+              f"- part adds: {NETWORK}'s mean less the variant's, paired by seed (positive: the "
+              "part switched off helps the network)", ""]
     for setting, rows in tables.items():
         lines += [f"## {setting}", "",
-                  "| model | seeds | " + " | ".join(sections) + " | mean |",
-                  "|" + " --- |" * (len(sections) + 3)]
+                  "| model | seeds | " + " | ".join(sections) + " | mean | part adds |",
+                  "|" + " --- |" * (len(sections) + 4)]
         for method, r in rows.items():
+            paired = adds.get(setting, {}).get(method)
             lines.append(f"| {method} | {len(r['seeds'])} | "
-                         + " | ".join(_cell(*r[n]) for n in (*sections, "mean")) + " |")
+                         + " | ".join(_cell(*r[n]) for n in (*sections, "mean"))
+                         + f" | {_cell(*paired['adds']) if paired else '-'} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -94,15 +128,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/her2st_ablation")
     a = ap.parse_args(argv)
     records = [json.loads(Path(p).read_text()) for p in a.records]
-    tables = {setting: summary(by_seed, a.sections)
-              for setting, by_seed in runs_by_seed(records).items()}
+    runs = runs_by_seed(records)
+    tables = {setting: summary(by_seed, a.sections) for setting, by_seed in runs.items()}
+    adds = {setting: part_adds(by_seed, a.sections) for setting, by_seed in runs.items()}
     command = "python benchmarks/ablation_seeds.py " + " ".join(
         shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(markdown(tables, a.sections, [command]))
+    out.with_suffix(".md").write_text(markdown(tables, a.sections, [command], adds))
     out.with_suffix(".json").write_text(json.dumps({"command": command, "sections": a.sections,
-                                                    "wPCC": tables}, indent=1))
+                                                    "wPCC": tables, "part_adds": adds}, indent=1))
     return tables
 
 

@@ -131,6 +131,32 @@ def test_seeds_summary_is_mean_and_sd_over_seeds_run_on_every_section(hq, c2_res
         {"single": {"diffst-deep": table}}, ["C2", "C3"], ["test"])
 
 
+def test_what_a_part_adds_is_paired_by_seed(hq, c2_results, bench_genes):
+    """A part's share is the network's mean less the variant's on the same seed: a seed the
+    variant lacks does not count, and the spread between seeds does not enter the difference."""
+    seeds_mod = _module("ablation_seeds")
+    bic = _record(hq, c2_results, bench_genes)["sections"]["C2"]["bicubic"]
+    records = []
+    for seed, (full, without) in enumerate([(0.30, 0.25), (0.40, 0.33), (0.50, None)]):
+        rec = _record(hq, c2_results, bench_genes)
+        per = rec["sections"]["C2"]
+        per["diffst-deep"] = {**bic, "wPCC": full, "options": {"seed": seed}}
+        if without is not None:
+            per["diffst-deep-no-graph"] = {**bic, "wPCC": without, "options": {"seed": seed}}
+        per["diffst"] = {**bic, "wPCC": 0.45, "options": {"seed": seed}}
+        records.append(rec)
+    by_seed = seeds_mod.runs_by_seed(records)["single"]
+    adds = seeds_mod.part_adds(by_seed, ["C2"])
+    assert list(adds) == ["diffst-deep-no-graph"]  # the path alone is not a network's part
+    assert adds["diffst-deep-no-graph"]["seeds"] == [0, 1]
+    assert adds["diffst-deep-no-graph"]["adds"] == pytest.approx((0.06, np.std([0.05, 0.07],
+                                                                               ddof=1)))
+    table = seeds_mod.summary(by_seed, ["C2"])
+    page = seeds_mod.markdown({"single": table}, ["C2"], ["test"], {"single": adds})
+    assert "| diffst-deep-no-graph | 2 | 0.290 +- 0.057 | 0.290 +- 0.057 | 0.060 +- 0.014 |" in page
+    assert "| diffst-deep | 3 | 0.400 +- 0.100 | 0.400 +- 0.100 | - |" in page
+
+
 def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypatch):
     from diffst_sc.module import NetConfig
     from diffst_sc.schedulers import DiffusionConfig
