@@ -55,13 +55,19 @@ def summary(by_seed: dict, sections: list[str], score: str = "wPCC") -> dict:
     """
     out = {}
     for method, seeds in by_seed.items():
-        full = sorted(s for s, per in seeds.items() if all(n in per for n in sections))
-        if not full:
+        rows = _complete(seeds, sections, score)
+        if not rows:
             continue
-        table = np.array([[seeds[s][n][score] for n in sections] for s in full])
+        table = np.array(list(rows.values()))
         cols = {n: table[:, i] for i, n in enumerate(sections)} | {"mean": table.mean(1)}
-        out[method] = {"seeds": full} | {k: _mean_sd(v) for k, v in cols.items()}
+        out[method] = {"seeds": list(rows)} | {k: _mean_sd(v) for k, v in cols.items()}
     return out
+
+
+def _complete(seeds: dict, sections: list[str], score: str) -> dict:
+    """``{seed: [score on each of sections]}`` for the seeds run on every one of ``sections``."""
+    return {s: [seeds[s][n][score] for n in sections] for s in sorted(seeds)
+            if all(n in seeds[s] for n in sections)}
 
 
 def part_adds(by_seed: dict, sections: list[str], score: str = "wPCC") -> dict:
@@ -72,9 +78,8 @@ def part_adds(by_seed: dict, sections: list[str], score: str = "wPCC") -> dict:
     ``NETWORK + "-..."``; the sd is over seeds (``nan`` with one).
     """
     def means(method):
-        seeds = by_seed.get(method, {})
-        return {s: np.mean([per[n][score] for n in sections]) for s, per in seeds.items()
-                if all(n in per for n in sections)}
+        return {s: np.mean(v) for s, v in _complete(by_seed.get(method, {}), sections,
+                                                      score).items()}
 
     full, out = means(NETWORK), {}
     for method in by_seed:

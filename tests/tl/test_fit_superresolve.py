@@ -5,7 +5,9 @@ spots, 500 genes, H&E at half size) where that is absent.
 """
 
 import copy
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ from conftest import FIT_BUDGET as BUDGET
 from conftest import FIT_GENES as GENES
 from conftest import SAMPLING
 from diffst_sc._core import affine_matrix, layer_footprint_means
+
+# the benchmark's baselines (bicubic, the 2x2 degradation of a section) are importable here
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 
 @pytest.fixture(scope="module")
@@ -229,10 +234,6 @@ def test_histology_path_is_saved_and_drives_the_map(fitted, tmp_path):
 def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2_or_demo):
     """deep=False: the ridge alone, fitted in seconds; its map departs from the spots where
     the H&E says so, and still integrates back to every spot."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from baselines import bicubic, degrade_2x2, lr_input, score_predictions
 
     genes = GENES
@@ -285,7 +286,6 @@ def test_a_fitted_model_does_not_outlive_its_data(her2st_c2_or_demo):
     assert model() is None
 
 
-
 def _quarter_spread(sdata, key, view, genes):
     """How far a layer departs within the spots: the sd of its means over four discs in the
     quarters of each spot, relative to the spot's mean, averaged over spots and genes."""
@@ -305,10 +305,7 @@ def test_a_path_fitted_elsewhere_is_rescaled_to_the_section(her2st_c2_or_demo):
     path trained on far steeper departures than the section's spots show gets a gain near 0,
     and its map is nearly flat inside each spot."""
     import dataclasses
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from baselines import degrade_2x2, lr_input
 
     genes = GENES[:5]
