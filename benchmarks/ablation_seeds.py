@@ -111,7 +111,7 @@ def markdown(tables: dict, sections: list[str], commands: list[str],
     lines += ["- each cell: mean +- sd over the seeds run (sd over seeds, ddof 1; one seed: no sd); "
               "the default model, the histology path, is deterministic",
               f"- part adds: {NETWORK}'s mean less the variant's, paired by seed (positive: the "
-              "part switched off helps the network)", ""]
+              "network scores higher with the part the variant switches off; negative: lower)", ""]
     for setting, rows in tables.items():
         lines += [f"## {setting}", "",
                   "| model | seeds | " + " | ".join(sections) + " | mean | part adds |",
