@@ -269,7 +269,7 @@ def histology_ridge(lr_sdata, genes: list[str], *, train=None, method: str = "ri
     numpy.ndarray
         ``(n_hr, n_genes)`` predicted counts.
     """
-    from diffst_sc.module import Ridge
+    from diffst_sc.model import Ridge
 
     features = RIDGE_FEATURES[method]
     sec = DegradedSection.from_sdata(lr_sdata)

@@ -66,7 +66,7 @@ def _canvas(width, height):
 
 def _legend(ax, x, y, kinds=("data", "array", "model", "output")):
     labels = {"data": "your data (SpatialData)", "array": "arrays (numpy / torch)",
-              "model": "model (ds.model, PyTorch)", "output": "written back"}
+              "model": "model (ds.model; DiffST: PyTorch)", "output": "written back"}
     for i, kind in enumerate(kinds):
         text = labels[kind]
         ax.add_patch(FancyBboxPatch((x + i * 3.1, y), 0.35, 0.22, boxstyle="round,pad=0.02",
@@ -75,7 +75,7 @@ def _legend(ax, x, y, kinds=("data", "array", "model", "output")):
 
 
 def data_flow():
-    """SpatialData -> section view -> pairs -> grid -> patches/tiles -> model -> image layers."""
+    """SpatialData -> pairs -> grid -> histology model (-> network) -> maps -> image layers."""
     fig, ax = _canvas(14.6, 7.0)
     ax.text(0.2, 6.7, "Data flow: from a SpatialData to super-resolved image layers",
             fontsize=13, fontweight="bold", va="center")
@@ -93,22 +93,23 @@ def data_flow():
     fit_row = [
         ("training pairs", "spots summed into\ncoarser pseudo-spots\n(2x2 / hexagons);\n"
          "Xenium: binned\ntranscripts\n(ds.pp.degrade)", "array"),
-        ("grid arrays", "pixel = spacing / 4\nLR map + mask\nH&E: tissue & cell\nscale\n"
+        ("grid arrays", "pixel = spacing / 8\nLR map + mask\nH&E: tissue & cell\nscale\n"
          "target + weight", "array"),
-        ("random patches", "P x P pixels\n+ K cell sub-patches\n(16 per patch)\nbatch of 8",
-         "array"),
-        ("training loop", "DiffSTNet learns\npseudo-spots -> spots\nnoise level t random\n"
-         "EMA of weights", "model"),
-        ("DiffST", "the fitted model\nmodel.save(folder):\nconfig.json\n+ model.pt", "model"),
+        ("histology model", "ridge regression:\nH&E descriptors ->\nspots' departures\n"
+         "inside pseudo-spots\nnumpy, seconds", "model"),
+        ("Diff-ST network", "deep=True only:\nDiffSTNet learns\nwhat the ridge leaves\n"
+         "on P x P patches\nEMA of weights", "model"),
+        ("fitted model", "HistologyModel, in\nuns['diffst_histology']\nsave: config.json\n"
+         "+ arrays.npz\nDiffST (deep=True):\n+ model.pt", "model"),
     ]
     superresolve_row = [
         ("section view", "measured spots\nare the input\n(one scale finer\nthan in training)",
          "array"),
         ("grid arrays", "same grid rules:\nphysical units,\nany spot spacing", "array"),
-        ("tiles", "overlapping P x P\ntiles, blended\nband by band\ninto a zarr store",
+        ("tiles", "overlapping P x P\ntiles, blended\nband by band\nin memory",
          "array"),
-        ("sampler", "N samples x 20 steps\neach step projected:\nfootprint mean =\n"
-         "measured spot", "model"),
+        ("map of each tile", "histology model:\nbase map, corrected:\nfootprint mean =\n"
+         "measured spot\nDiffST: N samples x\n20 steps, projected", "model"),
         ("image layers", "images['diffst']\nimages['diffst_std']\ntables['diffst_table']\n"
          "over the H&E", "output"),
     ]
@@ -122,7 +123,8 @@ def data_flow():
             _arrow(ax, (a + w / 2, row), (b - w / 2, row))
         _arrow(ax, (xs[0] + w / 2, row), (xs[1] - w / 2, row))
     _arrow(ax, (xs[5] - 0.3, top - h / 2), (xs[4] + 0.5, bottom + h / 2))
-    ax.text(xs[5] - 0.05, (top + bottom) / 2 + 0.05, "weights", fontsize=8, style="italic")
+    ax.text(xs[5] - 0.05, (top + bottom) / 2 + 0.05, "the model:\nfrom uns, or\npassed",
+            fontsize=8, style="italic", va="center")
     _legend(ax, 0.4, 0.2)
     return fig
 
@@ -130,7 +132,8 @@ def data_flow():
 def network():
     """The four parts of Diff-ST and how the condition reaches the denoiser."""
     fig, ax = _canvas(13.0, 8.2)
-    ax.text(0.3, 7.9, "The Diff-ST network and its sampler (one patch of P x P pixels, G genes)",
+    ax.text(0.3, 7.9, "The Diff-ST network (deep=True) and its sampler (one patch of P x P "
+            "pixels, G genes)",
             fontsize=12, fontweight="bold", va="center")
 
     _box(ax, 1.4, 6.6, 2.4, 1.0, "H&E, tissue scale", body="3 x 4P x 4P")

@@ -113,14 +113,14 @@ SAMPLING = {"n_samples": 2, "steps": 3, "progress": False}
 
 @pytest.fixture(scope="session")
 def fitted_c2(her2st_c2_or_demo):
-    """A copy of her2st C2 (or its demo) with a model fitted on a tiny budget and ``"diffst"``."""
+    """A copy of her2st C2 (or its demo) with a DiffST fitted on a tiny budget and ``"diffst"``."""
     import copy
 
     import diffst_sc as ds
 
     sdata = copy.deepcopy(her2st_c2_or_demo)
     model = ds.tl.fit(sdata, genes=FIT_GENES, **FIT_BUDGET)
-    ds.tl.superresolve(sdata, **SAMPLING)
+    ds.tl.superresolve(sdata, model, **SAMPLING)
     return sdata, model
 
 

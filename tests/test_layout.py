@@ -22,9 +22,11 @@ ALLOWED = {
     "tl": {"_core", "metrics", "io", "pp", "module", "schedulers", "train", "model"},
     "pl": {"_core", "io", "metrics", "model"},
 }
-#: Rooms of tensors only; of ``_core`` they may use the model's units, which are numpy or torch.
+#: Rooms of tensors only; of ``_core`` they may use what is numpy or torch alike: the model's
+#: units, the footprint correction and a section's conditioning arrays.
 TORCH_ROOMS = ("module", "schedulers", "train")
-TORCH_ROOMS_MAY_USE = {"diffst_sc._core._units"}
+TORCH_ROOMS_MAY_USE = {"diffst_sc._core._units", "diffst_sc._core._correction",
+                       "diffst_sc._core._conditions"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -110,3 +112,45 @@ def test_tests_import_public_names_or_core():
              if (bad := _private_module_imports(p))}
     assert not wrong, (f"tests import private modules: {wrong}; import the name from its room "
                        "(export it there) or from diffst_sc._core (see docs/layout.md)")
+
+
+def test_no_room_imports_another_rooms_private_modules():
+    """A room reaches another through what that room exports (``from ..pp import degrade``),
+    never its private modules (``from ..pp._degrade import ...``); ``_core`` is everyone's."""
+    wrong = []
+    for path in PKG.rglob("*.py"):
+        room = path.relative_to(PKG).parts[0]
+        for m in _imports(path):
+            parts = m.split(".")
+            other = _room_of(m)
+            if other in (None, room, "_core") or len(parts) < 3:
+                continue
+            if any(p.startswith("_") for p in parts[2:]) and _is_module(m):
+                wrong.append(f"{path.relative_to(PKG)}: {m}")
+    assert not wrong, f"imports of other rooms' private modules: {wrong}"
+
+
+def test_no_source_file_is_over_500_lines():
+    long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, f"split these files by idea: {long}"
+
+
+_TORCH_FREE = """
+import sys
+import diffst_sc as ds
+assert "torch" not in sys.modules and "anndata" not in sys.modules, "import diffst_sc"
+sdata = ds.datasets.her2st_demo()
+ds.tl.fit(sdata, n_genes=10, progress=False)
+ds.tl.superresolve(sdata, progress=False)
+assert "diffst" in sdata.images
+assert "torch" not in sys.modules, "the default fit and superresolve imported torch"
+"""
+
+
+def test_import_and_the_default_model_do_not_import_torch():
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", _TORCH_FREE], check=True, capture_output=True,
+                   text=True)

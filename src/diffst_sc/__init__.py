@@ -1,28 +1,34 @@
-"""Super-resolved spatial transcriptomics with a histology-guided cross-modal diffusion model."""
+"""Super-resolved spatial transcriptomics from spot expression and the H&E of the same section.
 
+The rooms (``ds.pp``, ``ds.tl``, ``ds.pl``, ``ds.io``, ``ds.datasets``, ``ds.metrics``,
+``ds.model`` and the torch rooms ``ds.module``, ``ds.schedulers``, ``ds.train``) are imported
+on first use, so that ``import diffst_sc`` is quick and imports neither AnnData nor torch.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from . import datasets, io, metrics, pl, pp, tl
 
 try:
     __version__ = version("diffst-sc")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["datasets", "io", "metrics", "pl", "pp", "tl", "DiffST", "__version__"]
+#: The rooms, loaded on first attribute access.
+_ROOMS = ("datasets", "io", "metrics", "pl", "pp", "tl", "model", "module", "schedulers",
+          "train")
+#: The model classes, also reachable as ``ds.HistologyModel`` and ``ds.DiffST``.
+_MODELS = ("HistologyModel", "DiffST")
 
-#: Rooms that import torch, loaded on first use (``ds.model``, ``ds.module``, ...).
-_TORCH_ROOMS = ("model", "module", "schedulers", "train")
+__all__ = [*_ROOMS, *_MODELS, "__version__"]
 
 
 def __getattr__(name: str):
-    # torch is imported only when the model class is first used, to keep `import diffst_sc` fast.
-    if name == "DiffST":
-        from .model._diffst import DiffST
-
-        return DiffST
-    if name in _TORCH_ROOMS:
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)
+    if name in _ROOMS:
+        return import_module(f".{name}", __name__)
+    if name in _MODELS:
+        return getattr(import_module(".model", __name__), name)
     raise AttributeError(f"module 'diffst_sc' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_ROOMS, *_MODELS])

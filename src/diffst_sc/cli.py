@@ -11,8 +11,6 @@ from . import __version__
 
 _EPILOG = "Run 'diffst COMMAND --help' for the options of one command."
 
-#: Options whose Python argument has another name, to say errors in the command's words.
-_API_NAMES = {"key": "key_added"}
 #: Entries of the parsed arguments that are no options (positionals, the command's function).
 _POSITIONAL = {"command", "run", "stores", "store"}
 
@@ -41,7 +39,7 @@ def _cli_words(message: str, args: argparse.Namespace) -> str:
         if dest in _POSITIONAL:
             continue
         flag = "--" + dest.replace("_", "-")
-        name = _API_NAMES.get(dest, dest)
+        name = dest
         free = r"(?<!\()(?<!, )"  # not an argument inside a call
         message = re.sub(rf"{free}`?\b{name}=True\b`?", flag, message)
         message = re.sub(rf"{free}\b{name}=(?=[`\s.,;)]|$)", flag, message)
@@ -95,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
     """
-    from .tl._fit import TRAINING_PRESETS
+    from .model import TRAINING_BUDGETS, UNS_KEY
 
-    steps = ", ".join(f"{k}: {v['max_steps']}" for k, v in TRAINING_PRESETS.items())
+    steps = ", ".join(f"{k}: {v['max_steps']}" for k, v in TRAINING_BUDGETS.items())
     p = argparse.ArgumentParser(
         prog="diffst",
         description="Super-resolve spatial transcriptomics with the H&E image (Diff-ST).",
@@ -108,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="fit and super-resolve the embedded her2st demo section",
                        description="Fit a model on the embedded HER2+ breast cancer section, "
-                       "super-resolve it, and write a zarr store and PNG figures.")
+                       "super-resolve it, and write a zarr store, the saved model and PNG "
+                       "figures.")
     d.add_argument("--out", default="diffst_output", help="output folder (default: %(default)s)")
     d.add_argument("--deep", action="store_true",
-                   help="also train the diffusion network on what the histology path leaves "
+                   help="also train the Diff-ST network on what the histology model leaves "
                    "(off by default: on the benchmark it does not improve the maps)")
     d.add_argument("--max-steps", type=_positive_int, default=None,
                    help=f"training steps with --deep (default: the preset's; {steps})")
@@ -122,21 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, ... (default: %(default)s)")
     d.set_defaults(run=_demo)
 
-    f = sub.add_parser("fit", help="fit a model on one or more SpatialData zarr stores",
-                       description="Fit a Diff-ST model on the spots and H&E of each store and "
-                       "save it to a folder (config.json + model.pt).")
+    f = sub.add_parser(
+        "fit", help="fit a model on one or more SpatialData zarr stores",
+        description="Fit the histology model on the spots and H&E of each store and store it "
+        "in each store's table (uns[KEY_ADDED]), where 'diffst superresolve' finds it. With "
+        "--model, also save the model to a folder (config.json + arrays.npz). With --deep, "
+        "also train the Diff-ST network on what the histology model leaves; it is saved only "
+        "to the --model folder (+ model.pt), which 'diffst superresolve --model' then takes.")
     f.add_argument("stores", nargs="+", type=_zarr_store,
                    help="SpatialData zarr stores (one per section)")
-    f.add_argument("--model", required=True, help="folder to save the model into")
+    f.add_argument("--model", default=None,
+                   help="folder to save the fitted model into (required with --deep)")
+    f.add_argument("--key-added", default=UNS_KEY, metavar="KEY",
+                   help="uns key of the table where the histology model is stored "
+                   "(default: %(default)s)")
     f.add_argument("--genes", help="text file with one gene per line (default: the --n-genes "
                    "most expressed)")
     f.add_argument("--n-genes", type=_positive_int, default=100,
                    help="genes to pick if --genes is not given (default: %(default)s)")
     f.add_argument("--deep", action="store_true",
-                   help="also train the diffusion network on what the histology path leaves")
-    f.add_argument("--preset", default="cpu-small", choices=sorted(TRAINING_PRESETS),
-                   help="network size and training budget: cpu-small (minutes on a laptop) or "
-                   "gpu-large (default: %(default)s)")
+                   help="also train the Diff-ST network on what the histology model leaves "
+                   "(needs --model)")
+    f.add_argument("--preset", default="cpu-small", choices=sorted(TRAINING_BUDGETS),
+                   help="with --deep, network size and training budget: cpu-small (minutes on "
+                   "a laptop) or gpu-large (default: %(default)s)")
     f.add_argument("--max-steps", type=_positive_int, default=None,
                    help=f"training steps with --deep (default: the preset's; {steps})")
     f.add_argument("--table-key", default=None,
@@ -155,19 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--checkpoint-dir", default=None,
                    help="checkpoints here with --deep; rerun with the same folder to resume")
     f.add_argument("--device", default="auto",
-                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, ... (default: %(default)s)")
-    f.add_argument("--seed", type=int, default=0,
-                   help="seed of the weights and the patches: the same seed gives the same model "
+                   help="with --deep: auto (CUDA, then MPS, then CPU), cpu, cuda, ... "
                    "(default: %(default)s)")
+    f.add_argument("--seed", type=int, default=0,
+                   help="with --deep, seed of the weights and the patches: the same seed gives "
+                   "the same network (default: %(default)s)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     f.set_defaults(run=_fit)
 
-    s = sub.add_parser("superresolve", help="add super-resolved layers to a zarr store",
-                       description="Super-resolve a section with a saved model and write the "
-                       "layers KEY and KEY_std into the store.")
+    s = sub.add_parser(
+        "superresolve", help="add super-resolved layers to a zarr store",
+        description="Super-resolve a section and write the layers KEY_ADDED and KEY_ADDED_std "
+        "into the store. The model is the histology model 'diffst fit' stored in the store's "
+        "table, or the folder given with --model (a Diff-ST network is used only that way).")
     s.add_argument("store", type=_zarr_store, help="SpatialData zarr store")
-    s.add_argument("--model", required=True, help="folder written by 'diffst fit'")
-    s.add_argument("--key", default="diffst",
+    s.add_argument("--model", default=None,
+                   help="folder of a saved model ('diffst fit --model', model.save); default: "
+                   "the histology model stored in the store's table by 'diffst fit'")
+    s.add_argument("--model-key", default=UNS_KEY, metavar="KEY",
+                   help="without --model, the uns key the histology model is stored under, as "
+                   "given to 'diffst fit --key-added' (default: %(default)s)")
+    s.add_argument("--key-added", "--key", dest="key_added", default="diffst", metavar="KEY",
                    help="name of the new layer: letters, digits, '_', '-' and '.' "
                    "(default: %(default)s)")
     s.add_argument("--pixel-size-um", type=_positive_float, default=None, metavar="UM",
@@ -190,10 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layer of the table holding raw counts (default: 'counts' if present, "
                    "else X)")
     s.add_argument("--device", default="auto",
-                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, ... (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0,
-                   help="seed of the samples: the same seed and model give the same maps "
+                   help="with a --deep model: auto (CUDA, then MPS, then CPU), cpu, cuda, ... "
                    "(default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of the samples of a --deep model: the same seed and model give "
+                   "the same maps (default: %(default)s)")
     s.add_argument("--overwrite", action="store_true", help="replace existing layers")
     s.set_defaults(run=_superresolve)
     return p
@@ -214,14 +231,19 @@ def _demo(args) -> int:
     sdata = ds.datasets.her2st_demo()
     genes = ds.pp.select_genes(sdata, n_top=50)
     ds.pl.spots(sdata, "ERBB2", save=out / "spots_ERBB2.png", show=False)
-    print(f"Fitting a model on {len(genes)} genes ...")
+    print(f"Fitting a {'Diff-ST network on a histology' if args.deep else 'histology'} model "
+          f"on {len(genes)} genes ...")
     model = ds.tl.fit(sdata, genes=genes, deep=args.deep, max_steps=args.max_steps,
                       device=args.device)
+    print(f"Fitted {model}")
     model.save(out / "model")
-    if model.deep:
+    deep = not isinstance(model, ds.HistologyModel)
+    if deep:
         ds.pl.training_loss(model, save=out / "training_loss.png", show=False)
     print("Super-resolving ...")
-    ds.tl.superresolve(sdata, n_samples=args.n_samples, device=args.device, add_pixel_table=True)
+    # the histology model is found in the table, where fit stored it; a network is passed
+    ds.tl.superresolve(sdata, model if deep else None, n_samples=args.n_samples,
+                       device=args.device, add_pixel_table=True)
     show = [g for g in ("ERBB2", "IGKC", "COL1A1") if g in genes] or genes[:2]
     ds.pl.superresolved(sdata, show, save=out / "superresolved.png", show=False)
     sdata.write(out / "her2st_c2.zarr")
@@ -248,51 +270,92 @@ def _one_or_each(values: list[float] | None) -> float | list[float] | None:
     return values[0]
 
 
-def _fit(args) -> int:
+def _read_store(path):
     import spatialdata as sd
 
+    return sd.read_zarr(path)
+
+
+def _write_elements(sdata, names: list[str]) -> None:
+    """Write the elements ``names`` of ``sdata`` back into the store it was read from.
+
+    An element already on disk is deleted there first (spatialdata does not overwrite inside
+    its own store): ``sdata`` holds it in memory, new layers computed, tables read whole.
+    """
+    on_disk = set(sdata.elements_paths_on_disk())
+    for name in names:
+        kind = "tables" if name in sdata.tables else "images"
+        if f"{kind}/{name}" in on_disk:
+            sdata.delete_element_from_disk(name)
+        sdata.write_element(name)
+
+
+def _fit(args) -> int:
     import diffst_sc as ds
 
-    target = Path(args.model)
-    if target.exists() and any(target.iterdir()) and not args.overwrite:
+    from ._core._elements import pick_table
+
+    target = None if args.model is None else Path(args.model)
+    if args.deep and target is None:
+        raise ValueError("--deep needs --model FOLDER: the Diff-ST network is saved only to a "
+                         "folder (the store's table keeps the histology model alone).")
+    if target is not None and target.exists() and any(target.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite or choose another --model.")
     genes = _read_genes(args.genes)
-    sdatas = [sd.read_zarr(p) for p in args.stores]
+    sdatas = [_read_store(p) for p in args.stores]
+    tables = [pick_table(s, args.table_key) for s in sdatas]
     model = ds.tl.fit(sdatas if len(sdatas) > 1 else sdatas[0], genes=genes,
-                      n_genes=args.n_genes, deep=args.deep, preset=args.preset,
-                      max_steps=args.max_steps,
+                      n_genes=args.n_genes, key_added=args.key_added, deep=args.deep,
+                      preset=args.preset, max_steps=args.max_steps,
                       table_key=args.table_key, coordinate_system=args.coordinate_system,
                       layer=args.layer, microns_per_pixel=_one_or_each(args.microns_per_pixel),
                       checkpoint_dir=args.checkpoint_dir, device=args.device, seed=args.seed)
-    model.save(target, overwrite=args.overwrite)
-    print(f"Saved {model} to {target}")
+    for path, sdata, table in zip(args.stores, sdatas, tables, strict=True):
+        _write_elements(sdata, [table])
+        print(f"Stored the histology model in {path}: tables[{table!r}].uns[{args.key_added!r}]")
+    if target is not None:
+        model.save(target, overwrite=args.overwrite)
+        print(f"Saved {model} to {target}")
+    else:
+        print(f"Fitted {model}")
     return 0
 
 
-def _superresolve(args) -> int:
-    import spatialdata as sd
+def _stored_model(sdata, store, table_key: str | None, key: str):
+    """The histology model ``diffst fit`` stored in the store's table under ``uns[key]``."""
+    from ._core._elements import pick_table
+    from .model import HistologyModel
 
+    table = pick_table(sdata, table_key)
+    if key not in sdata.tables[table].uns:
+        raise ValueError(f"{store} stores no model: its table {table!r} has no uns[{key!r}]. Run "
+                         f"'diffst fit {store}' first (it stores the histology model there), "
+                         "pass --model FOLDER (a saved model), or --model-key KEY for a model "
+                         "stored with 'diffst fit --key-added KEY'.")
+    return HistologyModel.from_uns(sdata.tables[table].uns[key])
+
+
+def _superresolve(args) -> int:
     import diffst_sc as ds
 
     from ._core._checks import check_new_names
+    from ._core._elements import pick_table
 
-    check_new_names(args.key)
-    model = ds.DiffST.load(args.model)
-    sdata = sd.read_zarr(args.store)
-    names = [args.key, args.key + "_std"]
-    ds.tl.superresolve(sdata, model, key_added=args.key, pixel_size_um=args.pixel_size_um,
+    check_new_names(args.key_added)
+    sdata = _read_store(args.store)
+    model = (args.model if args.model is not None
+             else _stored_model(sdata, args.store, args.table_key, args.model_key))
+    names = [args.key_added, args.key_added + "_std"]
+    ds.tl.superresolve(sdata, model, key_added=args.key_added, pixel_size_um=args.pixel_size_um,
                        n_samples=args.n_samples, steps=args.steps, seed=args.seed,
                        overwrite=args.overwrite, table_key=args.table_key,
                        coordinate_system=args.coordinate_system, layer=args.layer,
                        microns_per_pixel=args.microns_per_pixel, device=args.device)
-    on_disk = set(sdata.elements_paths_on_disk())
-    for name in names:
-        if f"images/{name}" in on_disk:  # only reached with --overwrite
-            sdata.delete_element_from_disk(name)
-        sdata.write_element(name)
-    record = next(t.uns[args.key] for t in sdata.tables.values() if args.key in t.uns)
-    print(f"Wrote layers {names} into {args.store} (consistency with the measured spots: "
-          f"{100 * record['consistency_error']:.2f}% relative error)")
+    table = pick_table(sdata, args.table_key)
+    _write_elements(sdata, [*names, table])  # the table: the run's record in uns[KEY_ADDED]
+    record = sdata.tables[table].uns[args.key_added]
+    print(f"Wrote layers {names} into {args.store} with the {record['model']} (consistency with "
+          f"the measured spots: {100 * record['consistency_error']:.2f}% relative error)")
     return 0
 
 

@@ -7,8 +7,7 @@ import pytest
 
 import diffst_sc as ds
 from diffst_sc._core import Grid
-from diffst_sc.model import FootprintRows, GridSpec, HistologyPath, cells_of, descriptor_maps
-from diffst_sc.module import Ridge
+from diffst_sc.model import FootprintRows, GridSpec, HistologyPath, Ridge, cells_of, descriptor_maps
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +183,8 @@ def test_the_section_fitted_on_alone_is_recognised_without_reading_its_he(her2st
 
     sdata = copy.deepcopy(her2st_c2_or_demo)
     genes = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP"]
-    model = ds.tl.fit(sdata, genes=genes, deep=False, progress=False)
-    path = dataclasses.replace(model.histology_path, fitted_slope=1e6)  # measured: about 0
+    model = ds.tl.fit(sdata, genes=genes, progress=False)
+    path = dataclasses.replace(model.path, fitted_slope=1e6)  # measured: about 0
     view = ds.io.section_view(sdata)
     # the spots fit flagged as failed captures and superresolve leaves out
     flagged = view.adata.obs["diffst_low_counts"].to_numpy(bool)

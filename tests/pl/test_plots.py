@@ -43,6 +43,24 @@ def test_training_loss_curve(fitted_c2, tmp_path):
     plt.close("all")
 
 
+def test_training_loss_refuses_a_model_without_one(fitted_c2):
+    """The histology model is fitted in closed form: the plot says so and points elsewhere."""
+    import copy
+
+    _, model = fitted_c2
+    assert isinstance(model.base, ds.HistologyModel)
+    with pytest.raises(TypeError, match=r"no training loss") as err:
+        ds.pl.training_loss(model.base, show=False)
+    assert "model.diagnostics()" in str(err.value) and "deep=True" in str(err.value)
+    untrained = copy.copy(model)
+    untrained.history = []
+    with pytest.raises(ValueError, match="no training history"):
+        ds.pl.training_loss(untrained, show=False)
+    with pytest.raises(TypeError, match="not of a dict"):
+        ds.pl.training_loss({}, show=False)
+    assert not plt.get_fignums()  # refused before drawing
+
+
 def test_layer_renders_with_spatialdata_plot_where_the_values_are(fitted_c2):
     """spatialdata-plot draws the layer over the H&E: bright where the layer is high."""
     import spatialdata_plot  # noqa: F401

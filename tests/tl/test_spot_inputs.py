@@ -87,10 +87,8 @@ def test_a_guessed_pixel_size_warns_and_bad_values_are_refused():
     with pytest.warns(UserWarning, match=GUESS_WARNING):
         view = ds.io.section_view(sdata, layer="raw")
     assert abs(view.microns_per_pixel / MPP - 1) > 0.3  # the guess is far off on this section
-    from diffst_sc.module import preset
-    from diffst_sc.schedulers import DiffusionConfig
-
-    untrained = ds.DiffST(GENES, preset("cpu-small", len(GENES)), DiffusionConfig())
+    untrained = ds.tl.fit(sdata, genes=GENES, layer="raw", microns_per_pixel=MPP,
+                          progress=False)
     with pytest.raises(ValueError, match="microns_per_pixel must be a positive number"):
         ds.tl.superresolve(sdata, untrained, layer="raw", microns_per_pixel=-1.0)
     with pytest.raises(ValueError, match="outside_tissue must be 0.0 or numpy.nan"):

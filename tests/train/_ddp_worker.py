@@ -45,7 +45,7 @@ def main(out_dir: str, steps: int) -> None:
         os.path.join(out_dir, f"rank{rank}.pt"),
         {
             "module": result.module.state_dict(),
-            "ema": result.ema.state_dict()["shadow"],
+            "ema": result.ema.state_dict(),
             "first_batch": first_batches[0],
             "losses": [record["loss"] for record in result.history],
         },

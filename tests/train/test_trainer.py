@@ -1,76 +1,34 @@
+"""The training loop of fit_model: what it learns, its schedule, seeds, EMA, devices, processes."""
+
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _toy_training import (
+    TARGET,
+    assert_same_weights,
+    batch_fn,
+    config,
+    cosine_lrs,
+    loss_fn,
+    make_model,
+    without_seconds,
+)
 from torch import nn
 
 from diffst_sc.train import (
     EMA,
     TrainerConfig,
-    derive_seed,
     fit_model,
     load_state,
-    lr_factor,
     resolve_device,
     resolve_precision,
-    save_state,
 )
-
-TARGET = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
-
-
-def make_model(seed: int = 0, dropout: float = 0.0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(dropout), nn.Linear(16, 1))
-
-
-def batch_fn(step: int, generator: torch.Generator) -> dict:
-    x = torch.randn(16, 4, generator=generator)
-    return {"x": x, "y": x @ TARGET}
-
-
-def loss_fn(model, batch, generator):
-    # The device generator feeds a (tiny) input noise, as diffusion noise would.
-    noise = 0.01 * torch.randn(batch["x"].shape, generator=generator, device=batch["x"].device)
-    error = model(batch["x"] + noise) - batch["y"]
-    return (error**2).mean(), {"mae": error.abs().mean()}
-
-
-def config(**overrides) -> TrainerConfig:
-    settings = dict(
-        lr=1e-2, max_steps=30, warmup_steps=3, log_every=5, checkpoint_every=10, progress=False
-    )
-    settings.update(overrides)
-    return TrainerConfig(**settings)
-
-
-def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(x, y), name
-
-
-def without_seconds(history):
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
-
-
-class StopAt:
-    """Callback raising ``error`` once after step ``step``."""
-
-    def __init__(self, step: int, error: BaseException):
-        self.step, self.error, self.fired = step, error, False
-
-    def __call__(self, info):
-        if info.step == self.step and not self.fired:
-            self.fired = True
-            raise self.error
-
 
 # -- training --------------------------------------------------------------------------------
 
@@ -103,19 +61,18 @@ def test_callers_random_state_is_left_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_lr_warms_up_then_decays_by_cosine():
-    assert lr_factor(0, 4, 20) == pytest.approx(0.25)
-    assert lr_factor(3, 4, 20) == pytest.approx(1.0)
-    assert lr_factor(12, 4, 20) == pytest.approx(0.5)
-    assert lr_factor(20, 4, 20) == pytest.approx(0.0, abs=1e-12)
-    assert lr_factor(0, 0, 10) == pytest.approx(1.0)
+@pytest.mark.parametrize("warmup", [0, 1, 4])
+def test_lr_warms_up_then_decays_by_cosine(warmup):
     result = fit_model(
-        make_model(), loss_fn, batch_fn, config(max_steps=20, warmup_steps=4, log_every=1)
+        make_model(), loss_fn, batch_fn, config(max_steps=20, warmup_steps=warmup, log_every=1)
     )
     lrs = [record["lr"] for record in result.history]
-    assert lrs[:4] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2])
-    assert lrs[4] == pytest.approx(1e-2)
+    assert lrs == pytest.approx(cosine_lrs(1e-2, warmup, 20), rel=1e-9, abs=1e-15)
+    if warmup == 4:
+        assert lrs[:5] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2])
+        assert lrs[12] == pytest.approx(5e-3)
     assert all(later < earlier for earlier, later in zip(lrs[4:], lrs[5:], strict=False))
+    assert 0 < lrs[-1] < 1e-3
 
 
 def test_grad_clip_off_logs_no_grad_norm():
@@ -136,11 +93,29 @@ def test_weight_decay_skips_biases():
     assert decays == {(2, 2): 0.3, (1, 1): 0.0}
 
 
-def test_seeds_are_mixed():
-    seeds = {derive_seed(0, step, rank, 1) for step in range(100) for rank in range(4)}
-    assert len(seeds) == 400
-    assert all(0 <= s < 2**63 for s in seeds)
-    assert derive_seed(0, 1, 0) != derive_seed(0, 0, 1)
+def test_each_step_draws_its_own_random_streams():
+    def draws(seed):
+        seen = []
+
+        def recording_batch_fn(step, generator):
+            seen.append(("batch", step, torch.rand(1, generator=generator).item()))
+            return batch_fn(step, generator)
+
+        def recording_loss_fn(model, batch, generator):
+            seen.append(("noise", len(seen), torch.rand(1, generator=generator).item()))
+            seen.append(("default", len(seen), torch.rand(1).item()))
+            return loss_fn(model, batch, generator)
+
+        fit_model(make_model(), recording_loss_fn, recording_batch_fn, config(seed=seed))
+        return seen
+
+    first = draws(seed=3)
+    assert first == draws(seed=3)
+    values = [value for _, _, value in first]
+    assert len(set(values)) == len(values) == 90  # no stream repeats another, nor a step
+    assert set(values).isdisjoint(value for _, _, value in draws(seed=4))
+    with pytest.raises(ValueError, match="seed"):
+        TrainerConfig(seed=-1)
 
 
 # -- EMA -------------------------------------------------------------------------------------
@@ -155,7 +130,7 @@ def test_ema_differs_from_and_tracks_the_weights():
     for start, raw, ema in zip(initial, model.parameters(), averaged.parameters(), strict=True):
         assert not torch.equal(raw, ema)
         assert (ema - raw).norm() < 0.5 * (start - raw).norm()
-    assert result.ema.num_updates == 200
+    assert_same_weights(result.ema.module, averaged)
 
     def ema_loss(module):
         x = torch.randn(256, 4, generator=torch.Generator().manual_seed(9))
@@ -164,207 +139,48 @@ def test_ema_differs_from_and_tracks_the_weights():
     assert ema_loss(averaged) < 0.05 * ema_loss(make_model())
 
 
-def test_ema_update_rule():
+def test_ema_decay_warms_up_after_the_copying_steps():
     module = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         module.weight.fill_(0.0)
     ema = EMA(module, decay=0.5, start_step=1)
+    assert ema.module.weight.item() == 0.0  # starts as the module
     with torch.no_grad():
         module.weight.fill_(4.0)
-    ema.update()  # still copying
-    assert ema.shadow["weight"].item() == 4.0
+    ema.update_parameters(module)  # still copying
+    assert ema.module.weight.item() == 4.0
     with torch.no_grad():
         module.weight.fill_(8.0)
-    ema.update()  # n = 1: decay min(0.5, 2 / 11)
-    assert ema.shadow["weight"].item() == pytest.approx(4.0 + (1 - 2 / 11) * 4.0)
-    ema.update()  # n = 2: decay min(0.5, 3 / 12) = 0.25
+    ema.update_parameters(module)  # n = 1: decay min(0.5, 2 / 11)
+    assert ema.module.weight.item() == pytest.approx(4.0 + (1 - 2 / 11) * 4.0)
+    ema.update_parameters(module)  # n = 2: decay min(0.5, 3 / 12) = 0.25
     previous = 4.0 + (1 - 2 / 11) * 4.0
-    assert ema.shadow["weight"].item() == pytest.approx(previous + 0.75 * (8.0 - previous))
+    assert ema.module.weight.item() == pytest.approx(previous + 0.75 * (8.0 - previous))
+    for _ in range(50):  # the decay is capped at 0.5 from n = 8 on
+        ema.update_parameters(module)
+    with torch.no_grad():
+        module.weight.fill_(0.0)
+    ema.update_parameters(module)
+    assert ema.module.weight.item() == pytest.approx(0.5 * 8.0)
     with pytest.raises(ValueError, match="decay"):
         EMA(module, decay=1.0)
 
 
-def test_ema_copies_integer_buffers():
+def test_ema_start_copies_the_weights_for_that_many_steps():
+    copied = fit_model(make_model(), loss_fn, batch_fn, config(ema_start=30))
+    assert_same_weights(copied.ema.module, copied.module)
+    averaged = fit_model(make_model(), loss_fn, batch_fn, config(ema_start=25))
+    assert not torch.equal(averaged.ema.module[0].weight, averaged.module[0].weight)
+
+
+def test_ema_averages_float_buffers_and_copies_integer_ones():
     module = nn.BatchNorm1d(3)
     ema = EMA(module, decay=0.9)
     module(torch.randn(8, 3))
-    ema.update()
-    assert ema.shadow["num_batches_tracked"].item() == 1
-    assert not torch.equal(ema.shadow["running_mean"], torch.zeros(3))
-
-
-# -- checkpoints and resume --------------------------------------------------------------------
-
-
-def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path):
-    full = fit_model(make_model(dropout=0.2), loss_fn, batch_fn, config())
-    with pytest.raises(KeyboardInterrupt):
-        fit_model(
-            make_model(dropout=0.2),
-            loss_fn,
-            batch_fn,
-            config(),
-            checkpoint_dir=tmp_path,
-            callbacks=[StopAt(13, KeyboardInterrupt())],
-        )
-    assert load_state(tmp_path / "last.pt")["step"] == 13
-    resumed = fit_model(
-        make_model(seed=7, dropout=0.2), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path
-    )
-    assert resumed.resumed_from == 13 and resumed.step == 30
-    assert_same_weights(full.module, resumed.module)
-    for name, value in full.ema.shadow.items():
-        assert torch.equal(value, resumed.ema.shadow[name]), name
-    assert without_seconds(full.history) == without_seconds(resumed.history)
-
-
-def test_error_in_callback_resumes_from_last_periodic_checkpoint(tmp_path):
-    full = fit_model(make_model(), loss_fn, batch_fn, config())
-    with pytest.raises(RuntimeError, match="boom"):
-        fit_model(
-            make_model(),
-            loss_fn,
-            batch_fn,
-            config(),
-            checkpoint_dir=tmp_path,
-            callbacks=[StopAt(17, RuntimeError("boom"))],
-        )
-    resumed = fit_model(make_model(), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path)
-    assert resumed.resumed_from == 10
-    assert_same_weights(full.module, resumed.module)
-
-
-@pytest.fixture
-def interactive_sigint():
-    """SIGINT handled as in an interactive session (CI and background jobs may ignore it)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-def test_ctrl_c_finishes_the_step_then_saves(tmp_path, interactive_sigint):
-    after_signal = []
-
-    def press_ctrl_c(info):
-        if info.step == 8 and not after_signal:
-            os.kill(os.getpid(), signal.SIGINT)
-            after_signal.append(info.step)  # reached: the signal did not cut the step short
-
-    with pytest.raises(KeyboardInterrupt):
-        fit_model(
-            make_model(),
-            loss_fn,
-            batch_fn,
-            config(),
-            checkpoint_dir=tmp_path,
-            callbacks=[press_ctrl_c],
-        )
-    assert after_signal == [8]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert load_state(tmp_path / "last.pt")["step"] == 8
-    resumed = fit_model(make_model(), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path)
-    assert_same_weights(fit_model(make_model(), loss_fn, batch_fn, config()).module, resumed.module)
-
-
-def test_resume_false_starts_afresh_and_finished_run_is_not_retrained(tmp_path):
-    first = fit_model(make_model(), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path)
-    again = fit_model(make_model(seed=3), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path)
-    assert again.resumed_from == 30 and again.step == 30
-    assert_same_weights(first.module, again.module)
-    fresh = fit_model(
-        make_model(), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path, resume=False
-    )
-    assert fresh.resumed_from is None
-    assert_same_weights(first.module, fresh.module)
-
-
-def test_checkpoint_is_tensor_only(tmp_path):
-    fit_model(
-        make_model(), loss_fn, batch_fn, config(mixed_precision="no"), checkpoint_dir=tmp_path
-    )
-    state = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert state["step"] == 30 and state["world_size"] == 1
-    assert set(state) >= {"module", "ema", "optimizer", "scheduler", "scaler", "history", "config"}
-    assert TrainerConfig.from_dict(state["config"]) == config(mixed_precision="no")
-    assert isinstance(state["history"][0]["loss"], float)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary files left
-
-
-def test_resume_into_another_model_says_what_to_do(tmp_path):
-    fit_model(make_model(), loss_fn, batch_fn, config(max_steps=2), checkpoint_dir=tmp_path)
-    other = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
-    with pytest.raises(RuntimeError, match="resume=False"):
-        fit_model(other, loss_fn, batch_fn, config(max_steps=4), checkpoint_dir=tmp_path)
-
-
-class Curriculum(nn.Module):
-    """A model whose forward depends on a setting that is not part of its state dict."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = make_model()
-        self.gain = 1.0
-
-    def forward(self, x):
-        return self.net(x * self.gain)
-
-
-def set_gain(step, module):
-    module.gain = 1.0 + step / 10
-
-
-def test_before_step_hooks_keep_resume_exact(tmp_path):
-    seen = []
-
-    def record_gain(step, module):
-        seen.append((step, module.gain))
-
-    full = fit_model(Curriculum(), loss_fn, batch_fn, config(), before_step=[set_gain, record_gain])
-    assert seen[:2] == [(0, 1.0), (1, 1.1)] and len(seen) == 30
-    with pytest.raises(KeyboardInterrupt):
-        fit_model(
-            Curriculum(),
-            loss_fn,
-            batch_fn,
-            config(),
-            checkpoint_dir=tmp_path,
-            callbacks=[StopAt(13, KeyboardInterrupt())],
-            before_step=[set_gain],
-        )
-    resumed = fit_model(
-        Curriculum(), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path, before_step=[set_gain]
-    )
-    assert_same_weights(full.module, resumed.module)
-
-
-def test_resume_with_changed_settings_warns(tmp_path, caplog):
-    fit_model(make_model(), loss_fn, batch_fn, config(max_steps=10), checkpoint_dir=tmp_path)
-    result = fit_model(
-        make_model(), loss_fn, batch_fn, config(max_steps=15, lr=5e-3), checkpoint_dir=tmp_path
-    )
-    assert "lr: 0.01 -> 0.005" in caplog.text
-    assert result.step == 15
-    assert result.history[-1]["lr"] < 5e-3
-
-
-def test_save_and_load_state_round_trip(tmp_path):
-    state = {"w": torch.arange(6.0).reshape(2, 3), "meta": {"genes": ["A", "B"], "scale": 2.5}}
-    path = save_state(tmp_path / "sub" / "model.pt", state)
-    loaded = load_state(path)
-    assert torch.equal(loaded["w"], state["w"]) and loaded["meta"] == state["meta"]
-    assert torch.load(path, weights_only=True)["meta"]["genes"] == ["A", "B"]
-    with pytest.raises(TypeError, match="float"):
-        save_state(tmp_path / "bad.pt", {"x": np.float64(1.0)})
-    assert not (tmp_path / "bad.pt").exists()
-    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["model.pt"]
-
-
-def test_load_state_refuses_pickled_code(tmp_path):
-    torch.save(nn.Linear(2, 2), tmp_path / "module.pt")
-    with pytest.raises(ValueError, match="tensor-only"):
-        load_state(tmp_path / "module.pt")
-    with pytest.raises(FileNotFoundError):
-        load_state(tmp_path / "missing.pt")
+    ema.update_parameters(module)
+    assert ema.module.num_batches_tracked.item() == 1
+    assert not torch.equal(ema.module.running_mean, torch.zeros(3))
+    assert not torch.equal(ema.module.running_mean, module.running_mean)
 
 
 # -- argument checks ---------------------------------------------------------------------------

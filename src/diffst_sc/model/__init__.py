@@ -1,15 +1,37 @@
-"""The user object: :class:`DiffST`, fitted by ``ds.tl.fit``, saved and loaded from a folder.
+"""The models a user holds.
 
-It holds the trained parts (:mod:`diffst_sc.module`) and what it needs to apply them to a new
-section; this package also turns sections into the arrays those parts take: the grid a section
-is rasterised on (:class:`GridSpec`), the model's expression units (:func:`scaler_for`), and the
-histology path's inputs and fit (:func:`descriptor_maps`, :func:`cells_of`,
-:class:`FootprintRows`, :class:`HistologyPath`) and its gain on a section (:func:`section_gain`).
+:class:`HistologyModel` (numpy only) is the default model of ``ds.tl.fit``: a ridge regression
+from histology descriptors to how expression varies inside each spot. :class:`DiffST` (torch,
+imported on first use) is the Diff-ST network trained as a refinement of a fitted histology
+model (``ds.tl.fit(..., deep=True)``). Each owns fitting, mapping a section, saving and loading.
+The rest of this package turns sections into the arrays they read and their maps into layers.
 """
+
+from __future__ import annotations
 
 from ._data import ExpressionScaler, GridSpec, scaler_for, section_gain
 from ._diffst import DiffST
+from ._diffst_training import TRAINING_BUDGETS, train_diffst
+from ._histology import HISTOLOGY_FORMAT, UNS_KEY, HistologyModel
 from ._histology_path import FootprintRows, HistologyPath, cells_of, descriptor_maps
+from ._maps import SectionMaps
+from ._ridge import Ridge
 
-__all__ = ["DiffST", "GridSpec", "ExpressionScaler", "scaler_for", "HistologyPath",
-           "FootprintRows", "descriptor_maps", "cells_of", "section_gain"]
+__all__ = ["HistologyModel", "DiffST", "UNS_KEY", "GridSpec", "ExpressionScaler", "scaler_for",
+           "HistologyPath", "FootprintRows", "Ridge", "SectionMaps", "descriptor_maps",
+           "cells_of", "section_gain", "train_diffst", "TRAINING_BUDGETS",
+           "HISTOLOGY_FORMAT", "load"]
+
+
+
+def load(path) -> HistologyModel | DiffST:
+    """The model saved in folder ``path``, a HistologyModel or a DiffST, as its config says."""
+    import json
+    from pathlib import Path
+
+    try:
+        fmt = json.loads((Path(path) / "config.json").read_text()).get("format", "")
+    except (OSError, ValueError, AttributeError):
+        fmt = ""  # the class's load names what is wrong with the folder
+    cls = DiffST if str(fmt).startswith("diffst_sc.diffst") else HistologyModel
+    return cls.load(path)

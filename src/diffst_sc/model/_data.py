@@ -104,8 +104,8 @@ def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScal
     deep network's cell attention reads. ``expression`` (``view.footprint_expression(genes)``)
     and ``coverage`` (the spots' ``coverage_matrix`` on ``grid``) are computed unless given.
     """
+    from .._core._conditions import SectionArrays
     from .._core._image import tissue_mask
-    from ..train._patches import SectionArrays
 
     lr, lr_mask, near = _lr_arrays(view, genes, scaler, grid, expression, coverage)
     bbox = (grid.x0, grid.y0, grid.x0 + grid.width * grid.pixel, grid.y0 + grid.height * grid.pixel)
@@ -176,7 +176,7 @@ def section_gain(path, view: SectionView, genes: list[str], spec: GridSpec) -> f
     super-resolved say about the size of their departures, at the next coarser scale. 1 when
     the section has fewer than ``MIN_GAIN_SPOTS`` spots.
     """
-    from ..pp._pairs import self_supervised_pairs
+    from ..pp import self_supervised_pairs
 
     if view.n_spots < MIN_GAIN_SPOTS:
         return 1.0

@@ -25,9 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._core._grid import Grid
-from ..metrics._scores import block_means
-from ..module._ridge import Ridge
-from ..pp._descriptors import (
+from ..metrics import block_means
+from ..pp import (
     BASE_UM,
     DESCRIPTOR_NAMES,
     histology_descriptors,
@@ -36,6 +35,7 @@ from ..pp._descriptors import (
     stabilise_variance,
     working_pixel_um,
 )
+from ._ridge import Ridge
 
 #: Radii of the descriptor discs relative to the resolved footprint. The widest is about one
 #: input spacing (a footprint's radius is a quarter of the input spot's diameter, and spots are

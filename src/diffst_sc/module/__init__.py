@@ -1,4 +1,4 @@
-"""The networks: pure torch modules of Diff-ST, and the ridge of the histology path.
+"""The networks: pure torch modules of Diff-ST.
 
 Nothing here knows AnnData or SpatialData: arrays and tensors in, arrays and tensors out.
 :mod:`diffst_sc.model` turns sections into them. Importing this package imports torch.
@@ -11,11 +11,10 @@ from ._disentangle import ConcatFusion, CrossModalDisentangle, disentangle_loss
 from ._encoders import CellEncoder, ColourDeconvolution, ExpressionEncoder, HistologyEncoder
 from ._gene_graph import GeneGraphConv, normalise_graph
 from ._network import ConditionFeatures, DiffSTNet
-from ._ridge import Ridge
 from ._unet import ModulatedGroupNorm, UNet, timestep_embedding
 
 __all__ = [
-    "NetConfig", "preset", "DiffSTNet", "ConditionFeatures", "Ridge",
+    "NetConfig", "preset", "DiffSTNet", "ConditionFeatures",
     "HistologyEncoder", "ExpressionEncoder", "CellEncoder", "ColourDeconvolution",
     "CrossModalDisentangle", "ConcatFusion", "disentangle_loss",
     "DynamicCellAttention", "fourier_position", "grid_centres",

@@ -1,4 +1,4 @@
-"""The training loss curve of a fitted model."""
+"""The training loss curve of a Diff-ST network."""
 
 from __future__ import annotations
 
@@ -18,12 +18,17 @@ if TYPE_CHECKING:
 def training_loss(model: DiffST, *, smooth: int = 25, ax: Axes | None = None,
                   show: bool | None = None,
                   save: str | os.PathLike | None = None) -> Figure | Axes | None:
-    """Plot the training loss against the step, raw and smoothed.
+    """Plot a Diff-ST network's training loss against the step, raw and smoothed.
+
+    Only a :class:`~diffst_sc.model.DiffST` (``ds.tl.fit(..., deep=True)``) is trained by steps.
+    The default :class:`~diffst_sc.model.HistologyModel` is fitted in closed form and has no
+    loss curve: its :meth:`~diffst_sc.model.HistologyModel.diagnostics` give its held-out error
+    per gene instead.
 
     Parameters
     ----------
     model
-        A fitted :class:`diffst_sc.DiffST`.
+        A fitted :class:`~diffst_sc.model.DiffST`.
     smooth
         Window of the running mean.
     ax, show, save
@@ -33,19 +38,23 @@ def training_loss(model: DiffST, *, smooth: int = 25, ax: Axes | None = None,
     -------
     matplotlib.figure.Figure or None
 
+    Raises
+    ------
+    TypeError
+        For a :class:`~diffst_sc.model.HistologyModel` (no training loss) or another object.
+    ValueError
+        For a network with no training history.
+
     Examples
     --------
+    >>> model = ds.tl.fit(sdata, deep=True)  # doctest: +SKIP
     >>> ds.pl.training_loss(model)  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 
     from ._utils import finish
 
-    if not model.history:
-        how = ("it is the histology path alone (fitted with deep=False): there is no loss "
-               "curve; fit with ds.tl.fit(..., deep=True) to train the network"
-               if not getattr(model, "deep", True) else "fit it with ds.tl.fit first")
-        raise ValueError(f"The model has no training history: {how}.")
+    _check_trained(model)
     step = np.array([h["step"] for h in model.history])
     loss = np.array([h["loss"] for h in model.history])
     fig = None
@@ -60,3 +69,21 @@ def training_loss(model: DiffST, *, smooth: int = 25, ax: Axes | None = None,
     ax.set_yscale("log")
     ax.legend()
     return finish(fig, show, save) if fig is not None else ax
+
+
+def _check_trained(model) -> None:
+    """Raise, in words the user can act on, unless ``model`` is a network with a loss history."""
+    from ..model import HistologyModel
+
+    if isinstance(model, HistologyModel):
+        raise TypeError(
+            f"{model!r} has no training loss: a HistologyModel is a ridge regression fitted in "
+            "closed form, not trained by steps. See model.diagnostics() for its held-out error "
+            "per gene, or fit the Diff-ST network with ds.tl.fit(..., deep=True) and plot its "
+            "loss.")
+    if not hasattr(model, "history"):
+        raise TypeError(f"training_loss plots the loss of a DiffST (from ds.tl.fit(..., "
+                        f"deep=True)), not of a {type(model).__name__}.")
+    if not model.history:
+        raise ValueError("The network has no training history: it was never trained; fit it "
+                         "with ds.tl.fit(..., deep=True).")

@@ -7,17 +7,20 @@ or grid pixels, which the model's histology path reads.
 from ._coexpression import coexpression_graph, coexpression_matrix
 from ._degrade import degrade
 from ._descriptors import (
+    BASE_UM,
     COUNT_LIKE,
     DESCRIPTOR_NAMES,
     StainQuantities,
     disc_means,
     histology_descriptors,
+    nuclear_threshold,
     section_quantities,
     stabilise_variance,
     stain_quantities,
+    working_pixel_um,
 )
 from ._genes import DEFAULT_EXCLUDE, select_genes
-from ._low_counts import flag_low_count_spots
+from ._low_counts import LOW_COUNTS_KEY, flag_low_count_spots, spots_to_skip
 from ._normalize import log1p_normalize, normalize
 from ._pairs import self_supervised_pairs
 
@@ -31,6 +34,8 @@ __all__ = [
     "degrade",
     "self_supervised_pairs",
     "flag_low_count_spots",
+    "LOW_COUNTS_KEY",
+    "spots_to_skip",
     "histology_descriptors",
     "stain_quantities",
     "section_quantities",
@@ -39,4 +44,7 @@ __all__ = [
     "DESCRIPTOR_NAMES",
     "stabilise_variance",
     "COUNT_LIKE",
+    "BASE_UM",
+    "nuclear_threshold",
+    "working_pixel_um",
 ]

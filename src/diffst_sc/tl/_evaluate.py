@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from .._core._elements import image_levels, table_region, table_spots
 from .._core._raster import channel_index, element_raster, footprint_means, resample_to_grid
-from ..metrics._scores import (
+from ..metrics import (
     consistency_error,
     expression_scores,
     gene_mean,

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import numbers
 import os
-from pathlib import Path
 
-from .._core._attached import attach, attached
-from ..model._saved import SAVED_MODEL_KEY
-
-_NO_MODEL = ("No model given and none fitted on these data: pass `model=` a DiffST (from "
-             "`ds.tl.fit(data)`) or the folder of a saved one (written by `model.save(path)`).")
+_NO_MODEL = ("No model given and the data store none: fit one first (`ds.tl.fit(data)` stores "
+             "its histology model in the table's uns['diffst_histology']), or pass `model=` a "
+             "fitted model or the folder of a saved one (written by `model.save(path)`).")
 
 
 def as_sdata_list(data, image=None, img_key=None) -> tuple[list, bool]:
@@ -36,29 +33,19 @@ def as_sdata_list(data, image=None, img_key=None) -> tuple[list, bool]:
 
 
 def anndata_sdata(adata, image=None, img_key=None):
-    """The SpatialData made from an AnnData (made once per AnnData object and remembered)."""
+    """The SpatialData made from an AnnData in scanpy's layout (``ds.io.from_anndata``).
+
+    The histology models ``fit`` stored in the AnnData's ``uns`` go with it.
+    """
     from ..io import from_anndata
+    from ..model import HISTOLOGY_FORMAT
 
-    hit = attached(adata, "sdata")
-    if hit is not None and image is None:
-        return hit
     sdata = from_anndata(adata, image, img_key=img_key)
-    attach(adata, "sdata", sdata)
+    table = sdata.tables["table"]
+    for key, value in adata.uns.items():
+        if isinstance(value, dict) and value.get("format") == HISTOLOGY_FORMAT:
+            table.uns[key] = value
     return sdata
-
-
-def remember_model(data, model) -> None:
-    """Record ``model`` as the one fitted on ``data`` (each object of a list too)."""
-    for d in data if isinstance(data, list | tuple) else [data]:
-        attach(d, "model", model)
-        sd = attached(d, "sdata")
-        if sd is not None:
-            attach(sd, "model", model)
-
-
-def recall_model(data):
-    """The model last fitted on ``data``, or ``None``."""
-    return attached(data, "model")
 
 
 def check_fit_options(*, max_steps=None, batch_size=None, genes=None) -> None:
@@ -75,54 +62,38 @@ def check_fit_options(*, max_steps=None, batch_size=None, genes=None) -> None:
         check_unique_genes(genes, where="`genes`", fix="Pass each gene once.")
 
 
-def resolve_model(model, data, sdata):
+def resolve_model(model, sdata, table_key: str | None = None):
     """The model to super-resolve ``sdata`` with.
 
-    ``model`` itself; the folder of a saved model when ``model`` is a path; else the model last
-    fitted on ``data``; else the saved model whose folder a table of ``sdata`` records in
-    ``uns[SAVED_MODEL_KEY]`` (written by ``DiffST.save``).
+    ``model`` itself; the model saved in folder ``model`` when it is a path; else the histology
+    model that ``fit`` stored in the table's ``uns[UNS_KEY]``.
 
     Raises
     ------
     TypeError
-        When ``model`` is neither a DiffST nor a path.
+        When ``model`` is neither a model nor a path.
     ValueError
-        When no model is given, none was fitted on the data and no table records one.
+        When no model is given and the table stores none.
     """
-    from ..model._diffst import DiffST
+    from ..model import UNS_KEY, HistologyModel
 
     if isinstance(model, str | os.PathLike):
-        return DiffST.load(model)
+        from ..model import load
+
+        return load(model)
     if model is not None:
-        if not isinstance(model, DiffST):
-            raise TypeError(f"model must be a DiffST or the folder of a saved one, got "
-                            f"{type(model).__name__}.")
+        if not _is_model(model):
+            raise TypeError(f"model must be a HistologyModel or DiffST (from ds.tl.fit) or the "
+                            f"folder of a saved one, got {type(model).__name__}.")
         return model
-    model = recall_model(data) or recall_model(sdata)
-    if model is not None:
-        return model
-    folder = recorded_model_folder(sdata)
-    if folder is None:
+    tables = sdata.tables if table_key is None else {table_key: sdata.tables[table_key]}
+    stored = [k for k, t in tables.items() if UNS_KEY in t.uns]
+    if not stored:
         raise ValueError(_NO_MODEL)
-    return DiffST.load(folder)
+    return HistologyModel.from_uns(tables[stored[0]].uns[UNS_KEY])
 
 
-def recorded_model_folder(sdata) -> Path | None:
-    """The folder of the saved model a table of ``sdata`` records, or ``None`` if none does.
+def _is_model(obj) -> bool:
+    from ..model import DiffST, HistologyModel
 
-    Raises
-    ------
-    FileNotFoundError
-        When a table records a folder that no longer holds a model.
-    """
-    for key, table in sdata.tables.items():
-        record = table.uns.get(SAVED_MODEL_KEY)
-        if not isinstance(record, dict) or "path" not in record:
-            continue
-        folder = Path(str(record["path"]))
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"tables[{key!r}].uns[{SAVED_MODEL_KEY!r}] records a model saved in {folder}, "
-                f"which holds none now. {_NO_MODEL}")
-        return folder
-    return None
+    return isinstance(obj, HistologyModel | DiffST)

@@ -3,21 +3,14 @@
 Tensors in, trained modules out; no AnnData. Importing this package imports torch.
 """
 
-from ._checkpoint import load_state, save_state
-from ._device import resolve_device
+from ._checkpoint import load_state, save_state, shape_mismatches
+from ._config import StepInfo, TrainerConfig, TrainingResult
+from ._device import resolve_device, unwrap_module
+from ._ema import EMA
 from ._patches import PatchSampler, SectionArrays, dihedral, dihedral_xy
-from ._trainer import (
-    EMA,
-    StepInfo,
-    TrainerConfig,
-    TrainingResult,
-    derive_seed,
-    fit_model,
-    lr_factor,
-    resolve_precision,
-    unwrap_module,
-)
+from ._precision import resolve_precision
+from ._trainer import fit_model
 
 __all__ = ["SectionArrays", "PatchSampler", "dihedral", "dihedral_xy", "TrainerConfig",
-           "TrainingResult", "StepInfo", "EMA", "fit_model", "lr_factor", "derive_seed",
-           "resolve_precision", "unwrap_module", "resolve_device", "save_state", "load_state"]
+           "TrainingResult", "StepInfo", "EMA", "fit_model", "resolve_precision",
+           "unwrap_module", "resolve_device", "save_state", "load_state", "shape_mismatches"]

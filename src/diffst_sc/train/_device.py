@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -206,3 +207,28 @@ def process_group(context: DistributedContext, device: torch.device) -> Iterator
         yield
     finally:
         dist.destroy_process_group()
+
+
+def unwrap_module(module: nn.Module) -> nn.Module:
+    """The network inside a :class:`~torch.nn.parallel.DistributedDataParallel` wrapper.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from diffst_sc.train import unwrap_module
+    >>> net = torch.nn.Linear(2, 2)
+    >>> unwrap_module(net) is net
+    True
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+@torch.no_grad()
+def broadcast_from_main(module: nn.Module) -> None:
+    """Give every process the main process's weights and buffers (before the EMA copies them)."""
+    import torch.distributed as dist
+
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=0)

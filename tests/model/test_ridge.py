@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffst_sc.module import Ridge
+from diffst_sc.model import Ridge
 
 
 def test_matches_scikit_learn_on_standardised_inputs():
