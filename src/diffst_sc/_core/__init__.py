@@ -7,7 +7,9 @@
 - ``_grid``: the working grid, disc coverage and Gaussian spreading on it.
 - ``_raster``: reading image elements (layers) over footprints and grids, and their extent.
 - ``_tiles``: a grid cut into overlapping tiles, blended band by band into a scratch store.
-- ``_image``: the H&E at a chosen pixel size; the tissue mask.
+- ``_image``: the H&E at a chosen pixel size, the level it is read from; a cheap sample of an
+  image (to check it holds histology); the tissue mask.
+- ``_pixels``: a map's pixels as a table for scanpy and squidpy.
 - ``_build``: the canonical SpatialData of one section.
 - ``_checks``: input checks whose errors name the problem and the fix.
 
@@ -17,6 +19,7 @@ Nothing here imports the user-facing rooms (``io``, ``pp``, ``tl``, ``pl``, ``mo
 from ._blocks import coarsen_view, hex_parents, spot_blocks
 from ._build import build_sdata
 from ._checks import (
+    CoarseImageWarning,
     NotCountsWarning,
     check_counts,
     check_new_names,
@@ -27,6 +30,7 @@ from ._elements import (
     affine_matrix,
     centres_and_diameter,
     image_levels,
+    image_problem,
     order_like_table,
     pick_coordinate_system,
     pick_image,
@@ -35,8 +39,9 @@ from ._elements import (
     table_spots,
 )
 from ._grid import Grid, cell_weights, coverage_matrix, gaussian_weights, normalised_rows
-from ._image import resample_image, tissue_mask
+from ._image import image_sample, pick_level, resample_image, tissue_mask
 from ._lattice import area_per_spot, is_hex_lattice, lattice_sites, spot_positions, spot_spacing
+from ._pixels import add_pixel_table, pixel_table
 from ._raster import (
     element_raster,
     footprint_means,
@@ -55,8 +60,9 @@ __all__ = [
     "area_per_spot", "is_hex_lattice", "lattice_sites", "Grid", "cell_weights", "coverage_matrix",
     "gaussian_weights", "normalised_rows",
     "element_raster", "footprint_means", "footprint_weights", "layer_footprint_means",
-    "build_sdata", "NotCountsWarning", "check_counts", "check_unique_genes", "check_new_names",
-    "warn_if_not_counts", "resample_image", "tissue_mask", "resample_to_grid", "table_region",
-    "table_spots", "layer_extent", "spot_blocks", "hex_parents", "coarsen_view", "tile_starts",
-    "tile_window", "BandBlender", "scratch_group", "new_array", "gene_chunk",
+    "build_sdata", "NotCountsWarning", "CoarseImageWarning", "check_counts", "check_unique_genes",
+    "check_new_names", "warn_if_not_counts", "resample_image", "tissue_mask", "resample_to_grid",
+    "table_region", "table_spots", "layer_extent", "spot_blocks", "hex_parents", "coarsen_view",
+    "tile_starts", "tile_window", "BandBlender", "scratch_group", "new_array", "gene_chunk",
+    "add_pixel_table", "pixel_table", "image_problem", "image_sample", "pick_level",
 ]

@@ -19,6 +19,16 @@ class NotCountsWarning(UserWarning):
     """
 
 
+class CoarseImageWarning(UserWarning):
+    """The H&E is too coarse (over about 4 um per pixel) for its histology to resolve cells.
+
+    Examples
+    --------
+    >>> import warnings, diffst_sc as ds
+    >>> warnings.filterwarnings("ignore", category=ds.io.CoarseImageWarning)
+    """
+
+
 def _values(x) -> np.ndarray:
     if sp.issparse(x):
         return x.data
@@ -79,9 +89,18 @@ def warn_if_not_counts(is_counts: bool, *, where: str = "the table") -> None:
         )
 
 
+#: How to fix spots that miss a SpatialData's image, for :func:`check_spots_in_image`.
+SPOTS_OFF_IMAGE_FIX = ("The spot coordinates and the image do not match: check the image "
+                       "(full-resolution vs downscaled) and the transformations, or pass "
+                       "`image_key=` / `coordinate_system=`.")
+
+
 def check_spots_in_image(centres_px: np.ndarray, image_yx: tuple[int, int],
-                         diameter_px: float) -> None:
-    """Raise if spot centres fall outside the image (wrong transform or wrong image)."""
+                         diameter_px: float, *, fix: str = SPOTS_OFF_IMAGE_FIX) -> None:
+    """Raise if spot centres fall outside the image (wrong transform or wrong image).
+
+    ``fix`` says what to do about it; the default suits a SpatialData (``section_view``).
+    """
     h, w = image_yx
     tol = diameter_px / 2
     out = ((centres_px[:, 0] < -tol) | (centres_px[:, 0] > w + tol)
@@ -90,25 +109,90 @@ def check_spots_in_image(centres_px: np.ndarray, image_yx: tuple[int, int],
         bad = centres_px[out][:3].round(1).tolist()
         raise ValueError(
             f"{int(out.sum())} of {len(centres_px)} spots lie outside the {w} x {h} px image "
-            f"(x, y of the first: {bad}). The spot coordinates and the image do not match: check "
-            "the image (full-resolution vs downscaled) and the transformations, or pass "
-            "`image_key=` / `coordinate_system=`."
+            f"(x, y of the first: {bad}). {fix}"
         )
 
 
 def check_rgb(image: np.ndarray) -> np.ndarray:
-    """Return an H&E as ``(y, x, 3)``; accept ``(y, x, 3|4)``, ``(3|4, y, x)`` or grey ``(y, x)``."""
+    """Return an H&E as ``(y, x, 3)``; accept ``(y, x, 3|4)`` or ``(3|4, y, x)``.
+
+    Raises
+    ------
+    ValueError
+        For a greyscale ``(y, x)`` image and for other channel counts: the model reads the
+        colours of an H&E stain, which a grey image does not hold.
+    """
     im = np.asarray(image)
     if im.ndim == 2:
-        return np.repeat(im[..., None], 3, axis=2)
+        raise ValueError(f"The image is greyscale (shape {im.shape}, one channel), but diffst_sc "
+                         "reads histology from the colours of an RGB H&E. Pass the colour H&E as "
+                         "an array (y, x, 3) or (3, y, x), not a grey or single-stain image.")
     if im.ndim != 3:
-        raise ValueError(f"The image must be 2-D or 3-D (y, x, channels); got shape {im.shape}.")
+        raise ValueError(f"The image must be 3-D (y, x, channels); got shape {im.shape}.")
     if im.shape[-1] in (3, 4):
         return im[..., :3]
     if im.shape[0] in (3, 4):
         return np.moveaxis(im[:3], 0, -1)
     raise ValueError(f"The image has shape {im.shape}: expected RGB(A) channels first or last "
                      "(y, x, 3) / (3, y, x). Pass the H&E, not a fluorescence stack.")
+
+
+#: Sampled pixels per side when an image is checked for content (see :func:`blank_colour`).
+CHECK_SIDE = 256
+
+
+def blank_colour(rgb: np.ndarray) -> tuple[int, ...] | None:
+    """The one colour of ``rgb`` where it holds nothing else, else ``None``.
+
+    ``rgb`` is ``(3, y, x)`` in 0-255 (a sample of an image's pixels); it is blank when no
+    channel varies by more than one level, as in an all-black placeholder PNG.
+    """
+    rgb = np.asarray(rgb, dtype=np.float64).reshape(rgb.shape[0], -1)
+    if rgb.shape[1] == 0:
+        return None
+    if np.all(rgb.max(1) - rgb.min(1) <= 1.0):
+        return tuple(int(round(v)) for v in rgb.mean(1))
+    return None
+
+
+def blank_problem(rgb_yxc: np.ndarray) -> str | None:
+    """``"blank: ..."`` if the ``(y, x, 3)`` 0-255 image holds one colour (see above), else None.
+
+    Checked on a strided subsample of about :data:`CHECK_SIDE` pixels a side.
+    """
+    h, w = rgb_yxc.shape[:2]
+    step = max(1, -(-max(h, w) // CHECK_SIDE))
+    colour = blank_colour(np.moveaxis(np.asarray(rgb_yxc[::step, ::step]), -1, 0))
+    if colour is None:
+        return None
+    return f"blank: every sampled pixel of its {w} x {h} px has the colour {colour} (R, G, B)"
+
+
+def check_not_blank(rgb_yxc: np.ndarray, *, what: str = "The image", fix: str) -> None:
+    """Raise if the ``(y, x, 3)`` 0-255 image is blank (:func:`blank_problem`).
+
+    ``what`` names the image in the message, ``fix`` says what to pass instead.
+    """
+    problem = blank_problem(rgb_yxc)
+    if problem is not None:
+        raise ValueError(f"{what} is {problem}, so there is no histology to read. {fix}")
+
+
+def check_layer(adata, layer: str | None, *, where: str = "the table") -> None:
+    """Raise unless ``layer`` is ``None`` (``X``) or a layer of ``adata``.
+
+    Raises
+    ------
+    KeyError
+        Naming the layer, the table's layers and what to pass.
+    """
+    if layer is None or layer in adata.layers:
+        return
+    layers = list(adata.layers)
+    have = f"its layers are {layers}" if layers else "it has no layers"
+    to_pass = "one of them as `layer=`, or " if layers else ""
+    raise KeyError(f"No layer {layer!r} in {where}; {have}. Pass {to_pass}`layer=None` to read "
+                   "the expression in `X`.")
 
 
 #: How to fix a table's duplicated gene names, for the messages that refuse them.

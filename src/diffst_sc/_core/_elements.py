@@ -6,8 +6,12 @@ H&E it reads, the coordinate system they share) is made one way everywhere.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
+
+from ._checks import blank_colour
 
 
 def annotated_region(adata):
@@ -104,7 +108,7 @@ def describe_images(sdata) -> str:
 
 
 def check_image_key(sdata, image_key: str) -> None:
-    """Raise unless ``image_key`` names an RGB(A) image element of ``sdata``.
+    """Raise unless ``image_key`` names an RGB(A) image element of ``sdata`` that is not blank.
 
     Raises
     ------
@@ -112,25 +116,75 @@ def check_image_key(sdata, image_key: str) -> None:
         When there is no such image (the message lists the images).
     ValueError
         When it is not RGB(A): the message names its channels and shape, and the RGB images to
-        pass instead.
+        pass instead; when it is blank (one colour): the message says so and what to pass.
     """
-    from spatialdata.models import get_channel_names
-
     if image_key not in sdata.images:
         raise KeyError(f"No image {image_key!r}; the SpatialData has images "
                        f"{list(sdata.images)}. Pass the H&E's name as `image_key=`.")
     im = image_levels(sdata.images[image_key])[0]
     n_c = im.shape[0]
-    if n_c in (3, 4):
-        return
-    channels = list(map(str, get_channel_names(im))) if "c" in im.coords else []
-    rgb = [k for k, el in sdata.images.items() if image_levels(el)[0].shape[0] in (3, 4)]
-    fix = (f"pass the RGB H&E element's name as `image_key=` (RGB images here: {rgb})" if rgb
-           else "add the RGB H&E as an image element and pass its name as `image_key=`")
-    raise ValueError(f"Image {image_key!r} has {n_c} channel{'s' if n_c != 1 else ''} "
-                     f"{channels} (shape "
-                     f"{tuple(im.shape)}, (c, y, x)), but an RGB H&E has 3 channels, or 4 with "
-                     f"alpha; {fix}.")
+    if n_c not in (3, 4):
+        rgb = [k for k, el in sdata.images.items() if image_levels(el)[0].shape[0] in (3, 4)]
+        fix = (f"pass the RGB H&E element's name as `image_key=` (RGB images here: {rgb})" if rgb
+               else "add the RGB H&E as an image element and pass its name as `image_key=`")
+        raise ValueError(f"Image {image_key!r} has {n_c} channel{'s' if n_c != 1 else ''} "
+                         f"{_channels(im)} (shape "
+                         f"{tuple(im.shape)}, (c, y, x)), but an RGB H&E has 3 channels, or 4 with "
+                         f"alpha; {fix}.")
+    problem = image_problem(sdata.images[image_key])
+    if problem is not None:
+        usable = [k for k, el in sdata.images.items()
+                  if k != image_key and image_problem(el) is None]
+        fix = (f"Pass another image as `image_key=` (usable H&E images here: {usable})" if usable
+               else "Add the H&E as an image element and pass its name as `image_key=`")
+        raise ValueError(f"Image {image_key!r} cannot be the H&E: it is {problem}. {fix}, or "
+                         "check the file it was read from.")
+
+
+#: Verdicts of :func:`image_problem` by ``id`` of the element, with a weak reference that
+#: confirms the element is still the same object: a section is viewed many times in a pipeline,
+#: and an image whose only level is a lazily read file would be sampled (read) each time.
+_VERDICTS: dict[int, tuple[weakref.ref, str | None]] = {}
+
+
+def image_problem(el) -> str | None:
+    """Why image element ``el`` cannot be the H&E, for messages; ``None`` when it can.
+
+    Not RGB(A) (1, 2 or more than 4 channels), or blank: one colour over a sample of its pixels
+    read cheaply (a coarse stored level or a strided subsample; see
+    :func:`~diffst_sc._core.image_sample`), such as Space Ranger's all-black hires PNG. The
+    verdict is remembered for as long as the element lives.
+    """
+    key = id(el)
+    ref, verdict = _VERDICTS.get(key, (None, None))
+    if ref is not None and ref() is el:
+        return verdict
+    verdict = _image_problem(el)
+    try:
+        _VERDICTS[key] = (weakref.ref(el, lambda _, key=key: _VERDICTS.pop(key, None)), verdict)
+    except TypeError:  # an element that takes no weak reference is checked every time
+        pass
+    return verdict
+
+
+def _image_problem(el) -> str | None:
+    from ._image import image_sample
+
+    levels = image_levels(el)
+    n_c = levels[0].shape[0]
+    if n_c not in (3, 4):
+        return (f"not RGB(A): {n_c} channel{'s' if n_c != 1 else ''} {_channels(levels[0])}, "
+                "where an H&E has 3 (or 4 with alpha)")
+    colour = blank_colour(image_sample(levels))
+    if colour is not None:
+        return f"blank: every sampled pixel has the colour {colour} (R, G, B)"
+    return None
+
+
+def _channels(im) -> list[str]:
+    from spatialdata.models import get_channel_names
+
+    return list(map(str, get_channel_names(im))) if "c" in im.coords else []
 
 
 def image_levels(el) -> list:
@@ -143,6 +197,17 @@ def image_levels(el) -> list:
 
 
 def pick_image(sdata, cs, image_key):
+    """The H&E of coordinate system ``cs``: ``image_key`` (checked), else the finest usable one.
+
+    Usable: RGB(A) and not blank (:func:`image_problem`). Finest: the smallest pixel in ``cs``
+    units (then the most pixels). A blank RGB image skipped on the way is warned about.
+
+    Raises
+    ------
+    ValueError
+        When no image of ``cs`` is usable: the message lists each image of the section and what
+        is wrong with it, and the fix.
+    """
     from spatialdata.transformations import get_transformation
 
     if image_key is not None:
@@ -151,17 +216,47 @@ def pick_image(sdata, cs, image_key):
         if cs not in get_transformation(el, get_all=True):
             raise ValueError(f"Image {image_key!r} is not in coordinate system {cs!r}.")
         return image_key
-    cands = []
+    problems = {}
+    for k in _finest_first(sdata, cs):
+        problem = image_problem(sdata.images[k])
+        if problem is None:
+            _warn_skipped(problems, k)
+            return k
+        problems[k] = problem
+    for k, el in sdata.images.items():
+        if k not in problems:
+            problems[k] = (f"not in coordinate system {cs!r} (it is in "
+                           f"{list(get_transformation(el, get_all=True))})")
+    listed = "; ".join(f"{k!r} is {p}" for k, p in problems.items()) or "there are none"
+    raise ValueError(f"No usable H&E image in coordinate system {cs!r}: {listed}. Pass the H&E's "
+                     "name as `image_key=`, or check the image files the section was read from "
+                     "(a blank image is often a placeholder, e.g. a Space Ranger hires PNG "
+                     "written empty).")
+
+
+def _finest_first(sdata, cs) -> list[str]:
+    """The images of ``cs``, smallest pixel (in ``cs`` units) first, then most pixels first."""
+    from spatialdata.transformations import get_transformation
+
+    keyed = []
     for k, el in sdata.images.items():
         if cs not in get_transformation(el, get_all=True):
             continue
-        im = image_levels(el)[0]
-        if im.shape[0] in (3, 4):
-            cands.append((int(np.prod(im.shape[1:])), k))
-    if not cands:
-        raise ValueError(f"No RGB H&E image in coordinate system {cs!r} (images: "
-                         f"{list(sdata.images)}). Add one, or pass `image_key=`.")
-    return max(cands)[1]
+        area = abs(np.linalg.det(affine_matrix(get_transformation(el, cs))[:2, :2]))
+        keyed.append((area, -int(np.prod(image_levels(el)[0].shape[1:])), k))
+    return [k for *_, k in sorted(keyed)]
+
+
+def _warn_skipped(problems: dict, chosen: str) -> None:
+    """Warn that finer RGB images were skipped as blank on the way to ``chosen``."""
+    import warnings
+
+    blank = {k: p for k, p in problems.items() if p.startswith("blank")}
+    if blank:
+        listed = "; ".join(f"{k!r} is {p}" for k, p in blank.items())
+        warnings.warn(f"Skipped finer images with no histology ({listed}); reading the H&E from "
+                      f"{chosen!r}. Pass `image_key=` to choose another.", UserWarning,
+                      stacklevel=4)
 
 
 def affine_matrix(transformation) -> np.ndarray:

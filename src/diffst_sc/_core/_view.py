@@ -11,7 +11,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._core._docs import shared_parameters
-from ._checks import MAKE_GENES_UNIQUE, check_counts, check_spots_in_image, check_unique_genes
+from ._checks import (
+    MAKE_GENES_UNIQUE,
+    CoarseImageWarning,
+    check_counts,
+    check_layer,
+    check_spots_in_image,
+    check_unique_genes,
+)
 from ._elements import (
     affine_matrix,
     annotated_region,
@@ -52,6 +59,11 @@ VISIUM_SPOT_DIAMETER_UM = 55.0
 #: Visium's centre-to-centre spot distance. Space Ranger's ``spot_diameter_fullres`` is that of a
 #: 65 um disc, not of the 55 um spot, so the pixel size is measured on the lattice instead.
 VISIUM_SPOT_SPACING_UM = 100.0
+
+
+#: H&E pixels coarser than this (micrometres) cannot resolve cells: maps read from such an image
+#: are close to an interpolation of the spots, and :func:`section_view` warns.
+COARSE_IMAGE_UM = 4.0
 
 
 @dataclass
@@ -252,6 +264,9 @@ def section_view(
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(f"Table {table_key!r} is empty ({adata.n_obs} spots x {adata.n_vars} "
                          "genes); it needs spots and genes to super-resolve.")
+    if layer is None and "counts" in adata.layers:
+        layer = "counts"
+    check_layer(adata, layer, where=f"table {table_key!r}")
     region = table_region(sdata, table_key)
     shapes = sdata.shapes[region]
     if image_key is not None:
@@ -271,8 +286,6 @@ def section_view(
     centres = (np.c_[xy, np.ones(len(xy))] @ to_px.T)[:, :2]
     diameter_px = float(diam * np.sqrt(abs(np.linalg.det(to_px[:2, :2]))))
 
-    if layer is None and "counts" in adata.layers:
-        layer = "counts"
     view = SectionView(
         name=cs, adata=adata, centres_px=centres, diameter_px=diameter_px, image=image,
         image_to_cs=a_image, microns_per_pixel=np.nan, coordinate_system=cs,
@@ -281,6 +294,7 @@ def section_view(
     )
     view.microns_per_pixel = _microns_per_pixel(view, microns_per_pixel)
     check_spots_in_image(centres, image.shape[1:], diameter_px)
+    _warn_if_coarse(view)
     x = adata.X if layer is None else adata.layers[layer]
     view.is_counts = check_counts(x, where=f"table {table_key!r}"
                                   + (f" layer {layer!r}" if layer else ""))
@@ -304,6 +318,19 @@ def section_name(data, table_key: str | None = None) -> str | None:
         return pick_coordinate_system(data, data.shapes[region], None)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _warn_if_coarse(view: SectionView) -> None:
+    """Warn when the H&E is too coarse for its histology to say more than the spots."""
+    if view.microns_per_pixel > COARSE_IMAGE_UM:
+        warnings.warn(
+            f"The H&E {view.image_key!r} has {view.microns_per_pixel:.1f} um per pixel, coarser "
+            f"than {COARSE_IMAGE_UM:g} um: the histology cannot resolve cells there, so the maps "
+            "will be close to an interpolation of the spots. Use a finer image of the section if "
+            "there is one (e.g. the full-resolution H&E, as `image_key=`).",
+            CoarseImageWarning,
+            stacklevel=3,
+        )
 
 
 def _microns_per_pixel(view: SectionView, given: float | None) -> float:

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._core._build import build_sdata
-from .._core._checks import check_rgb
+from .._core._checks import (
+    blank_problem,
+    check_not_blank,
+    check_rgb,
+    check_spots_in_image,
+)
 from .._core._lattice import lattice_spacing_px, spot_spacing
 from .._core._view import SECTION_UNS_KEY, VISIUM_SPOT_SPACING_UM
 
@@ -29,9 +34,11 @@ def from_anndata(adata: AnnData, image: np.ndarray | None = None, *, img_key: st
     image
         The H&E as an array ``(y, x, 3|4)`` or ``(3|4, y, x)`` in the pixels of
         ``obsm['spatial']``. If omitted, taken from ``uns['spatial'][library_id]['images']
-        [img_key]`` and brought to full resolution by its scale factor.
+        [img_key]`` and brought to full resolution by its scale factor. A greyscale or blank
+        (one colour, e.g. all zeros) image is refused: it holds no histology.
     img_key
-        ``"hires"`` or ``"lowres"`` when the image comes from ``uns['spatial']``.
+        ``"hires"`` or ``"lowres"`` when the image comes from ``uns['spatial']``; by default the
+        finest one that is not blank (Space Ranger may write a blank hires PNG).
     library_id
         Key in ``uns['spatial']``; the only one by default.
     spot_diameter_px
@@ -69,26 +76,21 @@ def from_anndata(adata: AnnData, image: np.ndarray | None = None, *, img_key: st
     sf = lib.get("scalefactors", {})
     centres = np.asarray(adata.obsm["spatial"], dtype=float)[:, :2]
 
-    scale = 1.0
-    if image is None:
-        images = lib.get("images", {})
-        if not images:
-            raise ValueError("No image given and none in adata.uns['spatial']: pass the H&E as "
-                             "`image=` (an array in the pixels of obsm['spatial']).")
-        img_key = img_key or ("hires" if "hires" in images else next(iter(images)))
-        if img_key not in images:
-            raise KeyError(f"No image {img_key!r} in uns['spatial'][{library_id!r}]['images']; "
-                           f"there are {list(images)}.")
-        image = images[img_key]
-        scale = float(sf.get(f"tissue_{img_key}_scalef", 1.0))
-    rgb = check_rgb(image)
-    if rgb.dtype.kind == "f":
-        rgb = (np.clip(rgb, 0, 1) * 255).astype(np.uint8) if rgb.max() <= 1.0 else rgb.astype(np.uint8)
+    given = image is not None
+    if given:
+        rgb, scale = _as_uint8(check_rgb(image)), 1.0
+        check_not_blank(rgb, fix="Pass the H&E as `image=`, or leave it out to read one of "
+                        "uns['spatial'][...]['images'] (`img_key=`); if it should hold the H&E, "
+                        "check the file it was read from.")
+    else:
+        img_key, rgb, scale = _uns_image(lib, library_id, img_key)
 
     if spot_diameter_px is None:
         spot_diameter_px = sf.get("spot_diameter_fullres")
     if spot_diameter_px is None:
         spot_diameter_px = 0.55 * spot_spacing(centres)  # Visium: 55 um spots, 100 um apart
+    check_spots_in_image(centres * scale, rgb.shape[:2], float(spot_diameter_px) * scale,
+                         fix=_off_image_fix(given, library_id, img_key, scale))
     if microns_per_pixel is None:
         microns_per_pixel = VISIUM_SPOT_SPACING_UM / lattice_spacing_px(adata.obs, centres)
 
@@ -113,3 +115,70 @@ def from_anndata(adata: AnnData, image: np.ndarray | None = None, *, img_key: st
                         image_yxc=rgb, name=name, uns={SECTION_UNS_KEY: meta},
                         image_transform=transform)
     return sdata
+
+
+def _as_uint8(rgb: np.ndarray) -> np.ndarray:
+    """An RGB image as uint8: floats in [0, 1] scaled to 0-255, others cast."""
+    if rgb.dtype.kind != "f":
+        return rgb.astype(np.uint8, copy=False)
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8) if rgb.max() <= 1.0 else rgb.astype(np.uint8)
+
+
+def _off_image_fix(given: bool, library_id, img_key, scale: float) -> str:
+    """What to do about spots outside the image, for an AnnData in scanpy's layout."""
+    where = "obsm['spatial'] holds spot centres in full-resolution H&E pixels"
+    if given:
+        return (f"{where}: pass as `image=` the H&E those pixels refer to (the full-resolution "
+                "image), or leave `image=` out to read a downscaled image from uns['spatial'] "
+                "with its scale factor (`img_key='hires'` or `'lowres'`).")
+    factor = f"uns['spatial'][{library_id!r}]['scalefactors']['tissue_{img_key}_scalef']"
+    return (f"{where}, and {factor} (here {scale:g}) must bring them into the pixels of the "
+            f"{img_key!r} image: check that scale factor, or pass the full-resolution H&E as "
+            "`image=`.")
+
+
+def _uns_image(lib: dict, library_id, img_key: str | None):
+    """The H&E of ``uns['spatial'][library_id]``: ``(img_key, (y, x, 3) uint8, scale factor)``.
+
+    ``img_key`` if given (checked), else the finest usable image (largest scale factor): one that
+    is RGB(A) and not blank; a blank one skipped on the way is warned about.
+    """
+    import warnings
+
+    images, sf = lib.get("images", {}), lib.get("scalefactors", {})
+    where = f"uns['spatial'][{library_id!r}]['images']"
+    if not images:
+        raise ValueError("No image given and none in adata.uns['spatial']: pass the H&E as "
+                         "`image=` (an array in the pixels of obsm['spatial']).")
+    if img_key is not None and img_key not in images:
+        raise KeyError(f"No image {img_key!r} in {where}; there are {list(images)}.")
+
+    def scalef(k):
+        return float(sf.get(f"tissue_{k}_scalef", 1.0))
+
+    keys = [img_key] if img_key is not None else sorted(images, key=lambda k: -scalef(k))
+    problems = {}
+    for k in keys:
+        try:
+            rgb = _as_uint8(check_rgb(images[k]))
+        except ValueError as err:
+            problems[k] = str(err)
+            continue
+        problem = blank_problem(rgb)
+        if problem is None:
+            if problems:
+                warnings.warn(f"Skipped {where} images with no histology "
+                              f"({_listed(problems)}); reading the H&E from {k!r}. Pass "
+                              "`img_key=` to choose another.", UserWarning, stacklevel=3)
+            return k, rgb, scalef(k)
+        problems[k] = problem
+    others = [k for k in images if k not in problems]
+    fix = (f"pass another of them as `img_key=` ({others}) or the H&E as `image=`" if others
+           else "pass the H&E as `image=`")
+    raise ValueError(f"No usable H&E in {where}: {_listed(problems)}. To fix it, {fix}; if an "
+                     "image should hold the H&E, check the file it was read from.")
+
+
+def _listed(problems: dict) -> str:
+    return "; ".join(f"{k!r} is {p}" if p.startswith("blank") else f"{k!r}: {p}"
+                     for k, p in problems.items())
