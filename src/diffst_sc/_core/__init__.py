@@ -50,7 +50,7 @@ from ._raster import (
     layer_footprint_means,
     resample_to_grid,
 )
-from ._tiles import BandBlender, gene_chunk, new_array, scratch_group, tile_starts, tile_window
+from ._tiles import BandBlender, gene_chunk, tile_starts, tile_window
 from ._view import LIBRARY_KEY, MEASURED_KEY, SECTION_UNS_KEY, SectionView, section_view
 
 __all__ = [
@@ -63,6 +63,6 @@ __all__ = [
     "build_sdata", "NotCountsWarning", "CoarseImageWarning", "check_counts", "check_unique_genes",
     "check_new_names", "warn_if_not_counts", "resample_image", "tissue_mask", "resample_to_grid",
     "table_region", "table_spots", "layer_extent", "spot_blocks", "hex_parents", "coarsen_view",
-    "tile_starts", "tile_window", "BandBlender", "scratch_group", "new_array", "gene_chunk",
+    "tile_starts", "tile_window", "BandBlender", "gene_chunk",
     "add_pixel_table", "pixel_table", "image_problem", "image_sample", "pick_level",
 ]

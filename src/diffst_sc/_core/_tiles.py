@@ -1,21 +1,16 @@
-"""Tiles of a grid and where they are blended: overlapping tiles, their window, a scratch store.
+"""Tiles of a grid and how they are blended: overlapping tiles, their window, a band of rows.
 
 A grid too large for one pass is cut into overlapping square tiles (:func:`tile_starts`), each
 weighted by a window that falls to nearly 0 at its edges (:func:`tile_window`). Tiles of every
 gene are blended (window-weighted mean and second moment) in a band of rows only one tile tall
-(:class:`BandBlender`); as soon as no later tile can reach a row, the row is final and goes to a
-scratch zarr store (:func:`scratch_group`, :func:`new_array`). Later passes read the store a
-few genes at a time (:func:`gene_chunk`), so memory never holds the whole grid of every gene at
-once, whatever the size of the slide (``superresolve`` samples its maps this way).
+(:class:`BandBlender`); as soon as no later tile can reach a row, the row is final and is handed
+to the caller. Later passes work a few genes at a time (:func:`gene_chunk`), so that their
+float64 copies stay within a budget on any slide.
 """
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -47,34 +42,6 @@ def tile_window(size: int) -> np.ndarray:
     """
     w = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
     return np.maximum(np.outer(w, w), 1e-3).astype(np.float32)
-
-
-def scratch_group(parent: str | Path | None = None):
-    """A new zarr group in a fresh temporary folder, deleted when Python exits.
-
-    Parameters
-    ----------
-    parent
-        Folder to create it in (the system's temporary folder by default).
-
-    Returns
-    -------
-    zarr.Group
-    """
-    import zarr
-
-    if parent is not None:
-        Path(parent).mkdir(parents=True, exist_ok=True)
-    path = tempfile.mkdtemp(prefix="diffst-", suffix=".zarr", dir=parent)
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return zarr.open_group(path, mode="w")
-
-
-def new_array(group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...]):
-    """An uncompressed float32 array of zeros in ``group`` (scratch data: speed over size)."""
-    chunks = tuple(max(1, min(c, s)) for c, s in zip(chunks, shape, strict=True))
-    return group.create_array(name, shape=shape, chunks=chunks, dtype="float32",
-                              compressors=None, fill_value=0.0)
 
 
 def gene_chunk(n_genes: int, n_pixels: int, budget_bytes: int = 256 * 2**20,
