@@ -48,7 +48,7 @@ class HistologyModel:
     --------
     >>> model = ds.tl.fit(sdata, n_genes=20, progress=False)
     >>> model
-    HistologyModel(20 genes, fitted on 1 section, held-out error 0.9...)
+    HistologyModel(20 genes, fitted on 1 section, held-out error 0.7...)
     >>> folder = model.save(tmp_path / "model")
     >>> ds.model.HistologyModel.load(folder).genes == model.genes
     True

@@ -135,7 +135,7 @@ def fit(
     --------
     >>> model = ds.tl.fit(sdata, n_genes=20, progress=False)
     >>> model.genes[:3]
-    ['ERBB2', ...]
+    ['IGKC', 'IGLC2', 'ERBB2']
     >>> "diffst_histology" in sdata.tables["table"].uns
     True
     """
