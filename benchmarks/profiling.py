@@ -40,17 +40,17 @@ FIT_STAGES = [
     ("  of which: one training step (patches, forward, backward, optimiser, EMA)",
      "train/_trainer.py", "_train_step"),
     ("  of which: backward", "torch/_tensor.py", "backward"),
-    ("model error on the training pairs", "tl/_fit.py", "_residual_sd"),
+    ("model error on the training pairs", "model/_diffst_training.py", "_residual_sd"),
 ]
 SUPERRESOLVE_STAGES = [
     ("conditioning arrays (rasterise spots and H&E)", "model/_data.py", "condition_arrays"),
     ("sampling (denoising steps of every tile)", "schedulers/_samplers.py", "sample"),
-    ("  of which: projections onto the spots", "schedulers/_projection.py", "__call__"),
+    ("  of which: projections onto the spots", "_core/_correction.py", "__call__"),
     ("  of which: network evaluations (denoiser and condition encoders)",
      "module/_network.py", "forward"),
     ("condition encoding per tile", "module/_network.py", "encode_condition"),
-    ("per-tile projection set-up", "tl/_superresolve.py", "_tile_projection"),
-    ("global correction and writing", "tl/_superresolve.py", "_project_global"),
+    ("per-tile projection set-up", "model/_maps.py", "tile_projection"),
+    ("global correction and writing", "model/_maps.py", "project_global"),
     ("writing layers into the SpatialData", "tl/_superresolve.py", "_write_layers"),
 ]
 

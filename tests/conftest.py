@@ -124,6 +124,15 @@ def fitted_c2(her2st_c2_or_demo):
     return sdata, model
 
 
+def unfitted_model(genes: list[str]):
+    """A histology model over ``genes`` whose ridge predicts no departures (nothing fitted)."""
+    from diffst_sc.model import HistologyModel, HistologyPath, Ridge
+
+    g = len(genes)
+    ridge = Ridge(np.zeros(3), np.ones(3), np.zeros((3, g)), np.zeros(g))
+    return HistologyModel(genes, HistologyPath(ridge, 0.5, 0.9, [0.1] * g, 1.0))
+
+
 def jittered_section(jitter: float = 0.15, seed: int = 0):
     """The embedded section as a table built from spot centres alone: no array positions, each
     centre moved by a normal offset of ``jitter`` spot spacings (off any regular lattice)."""

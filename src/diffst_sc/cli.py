@@ -276,18 +276,32 @@ def _read_store(path):
     return sd.read_zarr(path)
 
 
-def _write_elements(sdata, names: list[str]) -> None:
-    """Write the elements ``names`` of ``sdata`` back into the store it was read from.
+def _write_images(sdata, names: list[str]) -> None:
+    """Write the new image layers ``names`` into the store ``sdata`` was read from.
 
-    An element already on disk is deleted there first (spatialdata does not overwrite inside
-    its own store): ``sdata`` holds it in memory, new layers computed, tables read whole.
+    One already on disk (only reached with ``--overwrite``) is deleted there first: spatialdata
+    does not overwrite inside its own store.
     """
     on_disk = set(sdata.elements_paths_on_disk())
     for name in names:
-        kind = "tables" if name in sdata.tables else "images"
-        if f"{kind}/{name}" in on_disk:
+        if f"images/{name}" in on_disk:
             sdata.delete_element_from_disk(name)
         sdata.write_element(name)
+
+
+def _write_uns(sdata, table: str, key: str) -> None:
+    """Write ``tables[table].uns[key]`` into the store, the rest of the table left as it is.
+
+    Only that entry of ``uns`` is (re)written, so no part of the user's table is ever removed
+    from the store, even if the run is interrupted.
+    """
+    import zarr
+    from anndata.io import write_elem
+
+    group = zarr.open_group(Path(sdata.path) / "tables" / table, mode="r+")
+    write_elem(group.require_group("uns"), key, sdata.tables[table].uns[key])
+    if sdata.has_consolidated_metadata():
+        sdata.write_consolidated_metadata()
 
 
 def _fit(args) -> int:
@@ -311,7 +325,7 @@ def _fit(args) -> int:
                       layer=args.layer, microns_per_pixel=_one_or_each(args.microns_per_pixel),
                       checkpoint_dir=args.checkpoint_dir, device=args.device, seed=args.seed)
     for path, sdata, table in zip(args.stores, sdatas, tables, strict=True):
-        _write_elements(sdata, [table])
+        _write_uns(sdata, table, args.key_added)
         print(f"Stored the histology model in {path}: tables[{table!r}].uns[{args.key_added!r}]")
     if target is not None:
         model.save(target, overwrite=args.overwrite)
@@ -352,7 +366,8 @@ def _superresolve(args) -> int:
                        coordinate_system=args.coordinate_system, layer=args.layer,
                        microns_per_pixel=args.microns_per_pixel, device=args.device)
     table = pick_table(sdata, args.table_key)
-    _write_elements(sdata, [*names, table])  # the table: the run's record in uns[KEY_ADDED]
+    _write_images(sdata, names)
+    _write_uns(sdata, table, args.key_added)  # the run's record
     record = sdata.tables[table].uns[args.key_added]
     print(f"Wrote layers {names} into {args.store} with the {record['model']} (consistency with "
           f"the measured spots: {100 * record['consistency_error']:.2f}% relative error)")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
+from conftest import unfitted_model
 from diffst_sc.module import preset
 from diffst_sc.schedulers import DiffusionConfig
 
@@ -111,7 +112,7 @@ def test_a_missing_file_is_named(saved):
 def test_a_diffst_saves_its_base_graph_and_weights(tmp_path):
     import torch
 
-    base = ds.model.HistologyModel(GENES, _toy_path(len(GENES)))
+    base = unfitted_model(GENES)
     cfg = preset("cpu-small", len(GENES))
     graph = np.eye(len(GENES), dtype=np.float32)
     model = ds.DiffST(base, cfg, DiffusionConfig(), graph=graph)
@@ -129,13 +130,6 @@ def test_a_diffst_saves_its_base_graph_and_weights(tmp_path):
         f.write(b"\x00\x01\x02")
     with pytest.raises(ValueError, match="checksum"):
         ds.DiffST.load(folder)
-
-
-def _toy_path(g: int):
-    from diffst_sc.model import HistologyPath, Ridge
-
-    ridge = Ridge(np.zeros(3), np.ones(3), np.zeros((3, g)), np.zeros(g))
-    return HistologyPath(ridge, 0.5, 0.9, [0.1] * g, 1.0)
 
 
 @pytest.mark.parametrize("as_text", [True, False])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 import diffst_sc as ds
-from diffst_sc.module import preset
-from diffst_sc.schedulers import DiffusionConfig
+from conftest import unfitted_model
 
 
 @pytest.fixture
@@ -30,9 +29,8 @@ def test_fit_refuses_a_gene_given_twice(demo):
 
 @pytest.fixture
 def model():
-    """An untrained model over two demo genes: superresolve's checks run before it is used."""
-    genes = ["ERBB2", "IGKC"]
-    return ds.DiffST(genes, preset("cpu-small", len(genes)), DiffusionConfig())
+    """An unfitted model over two demo genes: superresolve's checks run before it is used."""
+    return unfitted_model(["ERBB2", "IGKC"])
 
 
 @pytest.mark.parametrize(("key", "reason"), [

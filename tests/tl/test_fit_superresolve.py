@@ -317,3 +317,18 @@ def test_a_path_fitted_elsewhere_is_rescaled_to_the_section(her2st_c2_or_demo):
     view = ds.io.section_view(sdata)
     assert _quarter_spread(sdata, "calm", view, genes) < 0.5 * _quarter_spread(
         sdata, "as_fitted", view, genes)
+
+
+def test_a_closed_gate_gives_the_base_models_map(fitted):
+    """residual_scale is where a DiffST decides how much of its network's residual a map takes:
+    at 0 the map is its histology model's, still consistent with the spots."""
+    sdata, model = fitted
+    ds.tl.superresolve(sdata, model.base, key_added="base", progress=False)
+    model.residual_scale = 0.0
+    try:
+        ds.tl.superresolve(sdata, model, key_added="gated", **SAMPLING)
+    finally:
+        model.residual_scale = 1.0
+    base, gated = (np.asarray(sdata.images[k]) for k in ("base", "gated"))
+    np.testing.assert_allclose(gated, base, rtol=1e-4, atol=1e-4 * base.max())
+    assert not np.allclose(np.asarray(sdata.images["diffst"]), base, rtol=1e-3)

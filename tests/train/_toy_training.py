@@ -64,3 +64,16 @@ class StopAt:
         if info.step == self.step and not self.fired:
             self.fired = True
             raise self.error
+
+
+def run_interrupted(model: nn.Module, folder, *, at: int = 13, error: BaseException | None = None,
+                    **fit_kw) -> None:
+    """Train ``model`` with checkpoints in ``folder`` until ``error`` (Ctrl+C) stops it at ``at``."""
+    import pytest
+
+    from diffst_sc.train import fit_model
+
+    error = error if error is not None else KeyboardInterrupt()
+    with pytest.raises(type(error)):
+        fit_model(model, loss_fn, batch_fn, config(), checkpoint_dir=folder,
+                  callbacks=[StopAt(at, error)], **fit_kw)

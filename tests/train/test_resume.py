@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from _toy_training import (
-    StopAt,
     assert_same_weights,
     batch_fn,
     config,
     cosine_lrs,
     loss_fn,
     make_model,
+    run_interrupted,
     without_seconds,
 )
 from torch import nn
@@ -23,15 +23,7 @@ from diffst_sc.train import TrainerConfig, fit_model, load_state, save_state
 
 def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path):
     full = fit_model(make_model(dropout=0.2), loss_fn, batch_fn, config())
-    with pytest.raises(KeyboardInterrupt):
-        fit_model(
-            make_model(dropout=0.2),
-            loss_fn,
-            batch_fn,
-            config(),
-            checkpoint_dir=tmp_path,
-            callbacks=[StopAt(13, KeyboardInterrupt())],
-        )
+    run_interrupted(make_model(dropout=0.2), tmp_path)
     assert load_state(tmp_path / "last.pt")["step"] == 13
     resumed = fit_model(
         make_model(seed=7, dropout=0.2), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path
@@ -45,15 +37,7 @@ def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path):
 def test_checkpoint_of_the_previous_format_resumes_exactly(tmp_path):
     """Version 1 kept the EMA as shadow weights and an update count, the schedule as a LambdaLR."""
     full = fit_model(make_model(), loss_fn, batch_fn, config())
-    with pytest.raises(KeyboardInterrupt):
-        fit_model(
-            make_model(),
-            loss_fn,
-            batch_fn,
-            config(),
-            checkpoint_dir=tmp_path,
-            callbacks=[StopAt(13, KeyboardInterrupt())],
-        )
+    run_interrupted(make_model(), tmp_path)
     state = load_state(tmp_path / "last.pt")
     shadow = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
     state.update(
@@ -71,15 +55,7 @@ def test_checkpoint_of_the_previous_format_resumes_exactly(tmp_path):
 
 def test_error_in_callback_resumes_from_last_periodic_checkpoint(tmp_path):
     full = fit_model(make_model(), loss_fn, batch_fn, config())
-    with pytest.raises(RuntimeError, match="boom"):
-        fit_model(
-            make_model(),
-            loss_fn,
-            batch_fn,
-            config(),
-            checkpoint_dir=tmp_path,
-            callbacks=[StopAt(17, RuntimeError("boom"))],
-        )
+    run_interrupted(make_model(), tmp_path, at=17, error=RuntimeError("boom"))
     resumed = fit_model(make_model(), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path)
     assert resumed.resumed_from == 10
     assert_same_weights(full.module, resumed.module)
@@ -172,16 +148,7 @@ def test_before_step_hooks_keep_resume_exact(tmp_path):
 
     full = fit_model(Curriculum(), loss_fn, batch_fn, config(), before_step=[set_gain, record_gain])
     assert seen[:2] == [(0, 1.0), (1, 1.1)] and len(seen) == 30
-    with pytest.raises(KeyboardInterrupt):
-        fit_model(
-            Curriculum(),
-            loss_fn,
-            batch_fn,
-            config(),
-            checkpoint_dir=tmp_path,
-            callbacks=[StopAt(13, KeyboardInterrupt())],
-            before_step=[set_gain],
-        )
+    run_interrupted(Curriculum(), tmp_path, before_step=[set_gain])
     resumed = fit_model(
         Curriculum(), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path, before_step=[set_gain]
     )

@@ -6,7 +6,7 @@
 - ``_blocks``: blocks of a lattice's spots (pseudo-spots), square or hexagonal, and their view.
 - ``_grid``: the working grid, disc coverage and Gaussian spreading on it.
 - ``_raster``: reading image elements (layers) over footprints and grids, and their extent.
-- ``_tiles``: a grid cut into overlapping tiles, blended band by band into a scratch store.
+- ``_tiles``: a grid cut into overlapping tiles, blended band by band.
 - ``_image``: the H&E at a chosen pixel size, the level it is read from; a cheap sample of an
   image (to check it holds histology); the tissue mask.
 - ``_pixels``: a map's pixels as a table for scanpy and squidpy.

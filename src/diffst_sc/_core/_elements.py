@@ -6,8 +6,6 @@ H&E it reads, the coordinate system they share) is made one way everywhere.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import pandas as pd
 
@@ -141,33 +139,13 @@ def check_image_key(sdata, image_key: str) -> None:
                          "check the file it was read from.")
 
 
-#: Verdicts of :func:`image_problem` by ``id`` of the element, with a weak reference that
-#: confirms the element is still the same object: a section is viewed many times in a pipeline,
-#: and an image whose only level is a lazily read file would be sampled (read) each time.
-_VERDICTS: dict[int, tuple[weakref.ref, str | None]] = {}
-
-
 def image_problem(el) -> str | None:
     """Why image element ``el`` cannot be the H&E, for messages; ``None`` when it can.
 
     Not RGB(A) (1, 2 or more than 4 channels), or blank: one colour over a sample of its pixels
     read cheaply (a coarse stored level or a strided subsample; see
-    :func:`~diffst_sc._core.image_sample`), such as Space Ranger's all-black hires PNG. The
-    verdict is remembered for as long as the element lives.
+    :func:`~diffst_sc._core.image_sample`), such as Space Ranger's all-black hires PNG.
     """
-    key = id(el)
-    ref, verdict = _VERDICTS.get(key, (None, None))
-    if ref is not None and ref() is el:
-        return verdict
-    verdict = _image_problem(el)
-    try:
-        _VERDICTS[key] = (weakref.ref(el, lambda _, key=key: _VERDICTS.pop(key, None)), verdict)
-    except TypeError:  # an element that takes no weak reference is checked every time
-        pass
-    return verdict
-
-
-def _image_problem(el) -> str | None:
     from ._image import image_sample
 
     levels = image_levels(el)

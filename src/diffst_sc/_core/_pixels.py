@@ -12,7 +12,7 @@ def add_pixel_table(sdata, view, genes, mean, keep, grid, key: str,
                     image_px: int = 2000) -> None:
     """Add ``tables[key + "_table"]`` (tissue pixels x genes) annotating ``shapes[key + "_pixels"]``.
 
-    ``mean`` is the ``(G, H, W)`` map (a numpy or zarr array, read a few genes at a time) and
+    ``mean`` is the ``(G, H, W)`` map (read a few genes at a time) and
     ``keep`` the ``(H, W)`` pixels to include (``superresolve`` passes the pixels where a gene is
     positive, so none outside the tissue, whether it holds 0 or NaN there).
 

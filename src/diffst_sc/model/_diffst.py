@@ -52,6 +52,8 @@ class DiffST:
 
     Examples
     --------
+    >>> import diffst_sc as ds
+    >>> sdata = ds.datasets.her2st_demo()  # the embedded her2st section
     >>> deep = ds.tl.fit(sdata, n_genes=8, deep=True, max_steps=2, progress=False)
     >>> deep.base
     HistologyModel(8 genes, fitted on 1 section, held-out error ...)
@@ -114,10 +116,12 @@ class DiffST:
         """The section's maps: the mean and spread of ``n_samples`` samples per tile.
 
         Each sample is the base map plus ``residual_scale`` times the network's residual, every
-        denoising step projected onto the spots. The same ``seed`` gives the same maps.
+        denoising step projected onto the spots (with ``residual_scale=0`` the map is the base
+        model's). The same ``seed`` gives the same maps.
         """
         import torch
 
+        from .._core._conditions import patch_condition
         from ..schedulers import make_sampler
         from ..train import resolve_device
         from ._maps import MapSection
@@ -137,8 +141,6 @@ class DiffST:
         scale = float(self.residual_scale)
 
         def predict(n, i, j):
-            from .._core._conditions import patch_condition
-
             rng = np.random.default_rng([seed, n])
             proj = section.tile_projection(i, j, size, to=to_dev)
             cond = patch_condition(section.arrays, i, j, size, cfg.n_cells, cfg.cell_size, rng)
@@ -153,7 +155,8 @@ class DiffST:
 
                 r = smp.sample(fn, (n_samples, g, size, size), cond, generator=gen, device=dev,
                                project=lambda r: proj(r + base) - base)
-            z = base + scale * r
+            # a scaled residual is projected again, so that the map keeps the spots' totals
+            z = base + r if scale == 1.0 else proj(base + scale * r)
             return section.scaler.to_counts(z.cpu().numpy(), section.area, gene_axis=1)
 
         mean, std = section.blend(predict, size, progress, desc="super-resolving")

@@ -46,10 +46,14 @@ class HistologyModel:
 
     Examples
     --------
+    >>> import tempfile
+    >>> import diffst_sc as ds
+    >>> sdata = ds.datasets.her2st_demo()  # the embedded her2st section
     >>> model = ds.tl.fit(sdata, n_genes=20, progress=False)
     >>> model
     HistologyModel(20 genes, fitted on 1 section, held-out error 0.7...)
-    >>> folder = model.save(tmp_path / "model")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> folder = model.save(tmp.name)
     >>> ds.model.HistologyModel.load(folder).genes == model.genes
     True
     """

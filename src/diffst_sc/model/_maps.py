@@ -172,8 +172,8 @@ class MapSection:
                path_gain: float = 1.0) -> SectionMaps:
         """Correct the blended maps over the whole section and put them on the output grid.
 
-        ``model_error`` ``(G, H, W)`` or ``(G,)`` is the model's own error (standardised log
-        units) added to the spread; ``pixel_px`` the output pixel (the grid's by default).
+        ``model_error`` ``(G,)`` is the model's own error (standardised log units) added to the
+        spread; ``pixel_px`` the output pixel (the grid's by default).
         """
         g, h, w = raw_mean.shape
         unit = self.scaler.counts_per_unit(self.area)
@@ -226,13 +226,9 @@ def with_model_error(mean, std, error, gene_sd, unit):
 
     An error of ``r`` standardised log units is ``r * sd_g`` in log1p-density; to first order
     that is ``(mean + unit) * r * sd_g`` in counts, with ``unit`` the counts of one density unit.
-    ``error`` is ``(G,)`` or ``(G, H, W)``.
     """
-    error = np.asarray(error, np.float64)
-    sd = np.asarray(gene_sd, np.float64)
-    scale = error * (sd if error.ndim == 1 else sd[:, None, None])
-    extra = (mean + unit) * (scale[:, None, None] if scale.ndim == 1 else scale)
-    return np.sqrt(std**2 + extra**2)
+    scale = np.asarray(error, np.float64) * np.asarray(gene_sd, np.float64)
+    return np.sqrt(std**2 + ((mean + unit) * scale[:, None, None]) ** 2)
 
 
 def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FINAL_ROUNDS):

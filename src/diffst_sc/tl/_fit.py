@@ -133,6 +133,8 @@ def fit(
 
     Examples
     --------
+    >>> import diffst_sc as ds
+    >>> sdata = ds.datasets.her2st_demo()  # the embedded her2st section
     >>> model = ds.tl.fit(sdata, n_genes=20, progress=False)
     >>> model.genes[:3]
     ['IGKC', 'IGLC2', 'ERBB2']

@@ -136,6 +136,8 @@ def superresolve(
 
     Examples
     --------
+    >>> import diffst_sc as ds
+    >>> sdata = ds.datasets.her2st_demo()  # the embedded her2st section
     >>> model = ds.tl.fit(sdata, n_genes=20, progress=False)
     >>> ds.tl.superresolve(sdata, progress=False)
     >>> sdata.images["diffst"].sizes["c"]
@@ -174,7 +176,7 @@ def superresolve(
         maps = model.predict(view, **common)
     _write_layers(sdata, view, model.genes, maps, key_added)
     if add_pixel_table:
-        from ._pixel_table import add_pixel_table as _add
+        from .._core import add_pixel_table as _add
 
         _add(sdata, view, model.genes, maps.mean, maps.expressed, maps.grid, key_added)
     view.adata.uns[key_added] = {
