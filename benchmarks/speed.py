@@ -191,9 +191,8 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
     Unless ``in_memory``, the section is written to a zarr store in a temporary folder and read
     back, so that its H&E is read from disk as needed, as with a user's stored SpatialData.
     """
+    import sys
     import tempfile
-
-    import torch
 
     import diffst_sc as ds
     from diffst_sc._core import SECTION_UNS_KEY
@@ -221,7 +220,7 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
                       deep=deep, progress=False)
     fit_seconds = time.perf_counter() - t0
     fit_peak = peak_rss_mb(exact)
-    hist = model.history
+    hist = getattr(model, "history", [])  # a HistologyModel has no training loop
     train_seconds = hist[-1]["seconds"] if hist else 0.0
     if not hist:  # the histology path alone: no training loop
         per_step = float("nan")
@@ -261,7 +260,10 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
             sdata.tables["table"].uns["diffst"]["pixel_size_um"]),
         "n_samples": n_samples, "sampling_steps": sampling_steps,
         "pixel_genes_per_second": h * w * len(genes) / sr_seconds,
-        "peak_since_call": exact, "torch_threads": torch.get_num_threads(),
+        "peak_since_call": exact,
+        # torch is loaded by a DiffST only: the default model's peaks hold none of it
+        "torch_threads": (sys.modules["torch"].get_num_threads() if "torch" in sys.modules
+                          else None),
         "input": "in memory" if in_memory else "zarr store on disk",
     }
 
@@ -332,13 +334,15 @@ def markdown(record: dict) -> str:
            f"superresolve: {s['n_samples']} samples x {s['sampling_steps']} denoising steps"
            if s.get("deep", True) else
            "um/px; the default model (`ds.tl.fit` and `ds.tl.superresolve` with their defaults: "
-           "the histology path alone, no training loop, one map; fit s/step does not apply)"),
+           "a HistologyModel, no training loop, one map, torch not imported; fit s/step does "
+           "not apply)"),
         f"- input: {s.get('input', 'in memory')}"
         + (" (the tiled section is written to a zarr store and read back, so its H&E is read "
            "from disk as needed, as with a stored SpatialData)"
            if s.get("input") == "zarr store on disk" else ""),
         "- fit prep: everything in `ds.tl.fit` before the training loop (degrading to "
-        "pseudo-spots, the co-expression graph, rasterising spots and H&E); fit s/step: the "
+        "pseudo-spots, the histology model; with deep=True the co-expression graph and "
+        "rasterising spots and H&E); fit s/step: the "
         "training loop's time per step after its first record; peaks: the process's peak "
         "resident memory during the call"
         + ("" if record["peak_since_call"] else " (ru_maxrss: includes building the input)")

@@ -7,7 +7,6 @@ an untrusted source cannot run anything when loaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -155,21 +154,6 @@ def check_plain(value: object, where: str = "state") -> None:
         "torch.load(weights_only=True) cannot read back; convert it to a tensor or to plain "
         "Python data (float(x), int(x), str(x), list(x)) before saving."
     )
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, as 64 hexadecimal digits.
-
-    Examples
-    --------
-    >>> file_sha256("model/model.pt")  # doctest: +SKIP
-    '3f1c...'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shape_mismatches(module: torch.nn.Module, state: Mapping) -> list[str]:
