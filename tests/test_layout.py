@@ -26,7 +26,7 @@ ALLOWED = {
 #: units, the footprint correction and a section's conditioning arrays.
 TORCH_ROOMS = ("module", "schedulers", "train")
 TORCH_ROOMS_MAY_USE = {"diffst_sc._core._units", "diffst_sc._core._correction",
-                       "diffst_sc._core._conditions"}
+                       "diffst_sc._core._conditions", "diffst_sc._core._presets"}
 
 
 def _imports(path: Path) -> set[str]:

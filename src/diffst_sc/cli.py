@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
     """
-    from .model import TRAINING_BUDGETS, UNS_KEY
+    from .model import PRESETS, UNS_KEY
 
-    steps = ", ".join(f"{k}: {v['max_steps']}" for k, v in TRAINING_BUDGETS.items())
+    steps = ", ".join(f"{k}: {v['training']['max_steps']}" for k, v in PRESETS.items())
     p = argparse.ArgumentParser(
         prog="diffst",
         description="Super-resolve spatial transcriptomics with the H&E image (Diff-ST).",
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--deep", action="store_true",
                    help="also train the Diff-ST network on what the histology model leaves "
                    "(needs --model)")
-    f.add_argument("--preset", default="cpu-small", choices=sorted(TRAINING_BUDGETS),
+    f.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS),
                    help="with --deep, network size and training budget: cpu-small (minutes on "
                    "a laptop) or gpu-large (default: %(default)s)")
     f.add_argument("--max-steps", type=_positive_int, default=None,

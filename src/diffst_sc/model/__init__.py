@@ -9,9 +9,10 @@ The rest of this package turns sections into the arrays they read and their maps
 
 from __future__ import annotations
 
+from .._core._presets import PRESETS
 from ._data import ExpressionScaler, GridSpec, scaler_for, section_gain
 from ._diffst import DiffST
-from ._diffst_training import TRAINING_BUDGETS, train_diffst
+from ._diffst_training import train_diffst
 from ._histology import HISTOLOGY_FORMAT, UNS_KEY, HistologyModel
 from ._histology_path import FootprintRows, HistologyPath, cells_of, descriptor_maps
 from ._maps import SectionMaps
@@ -19,7 +20,7 @@ from ._ridge import Ridge
 
 __all__ = ["HistologyModel", "DiffST", "UNS_KEY", "GridSpec", "ExpressionScaler", "scaler_for",
            "HistologyPath", "FootprintRows", "Ridge", "SectionMaps", "descriptor_maps",
-           "cells_of", "section_gain", "train_diffst", "TRAINING_BUDGETS",
+           "cells_of", "section_gain", "train_diffst", "PRESETS",
            "HISTOLOGY_FORMAT", "load"]
 
 

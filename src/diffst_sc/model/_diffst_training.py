@@ -10,15 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._core._presets import check_preset
 from ._data import GridSpec, training_arrays
 from ._diffst import DiffST
 from ._histology import HistologyModel
 
-#: Per preset: the network's sizes (``module.preset``) and the training budget.
-TRAINING_BUDGETS = {
-    "cpu-small": {"max_steps": 800, "batch_size": 8, "patch_size": 32, "lr": 1e-3},
-    "gpu-large": {"max_steps": 30000, "batch_size": 32, "patch_size": 64, "lr": 2e-4},
-}
 #: Keys of ``fit``'s ``**config`` that set the diffusion rather than the network.
 _DIFFUSION_KEYS = ("deterministic", "schedule", "num_train_steps")
 _COND_KEYS = ("lr", "lr_mask", "he", "cells", "cell_xy", "cell_entropy")
@@ -43,9 +39,7 @@ def train_diffst(pair_views: list, genes: list[str], base: HistologyModel | None
     from ..schedulers import DiffusionConfig
     from ..train import TrainerConfig, fit_model
 
-    if preset not in TRAINING_BUDGETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose from {list(TRAINING_BUDGETS)}.")
-    budget = dict(TRAINING_BUDGETS[preset])
+    budget = dict(check_preset(preset)["training"])
     diff_cfg = DiffusionConfig(prediction=prediction,
                                **{k: config.pop(k) for k in list(config) if k in _DIFFUSION_KEYS})
     for k in [k for k in config if k in ("lr", "patch_size")]:

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .._core._presets import check_preset
+
 _CELL_SELECTIONS = ("entropy", "random")
 
 
@@ -178,27 +180,6 @@ class NetConfig:
         return cls(**d)
 
 
-_PRESETS: dict[str, dict[str, Any]] = {
-    # Trains in minutes on a 2-core laptop CPU.
-    "cpu-small": {},
-    # Close to the paper's 128-channel UNet, for a GPU.
-    "gpu-large": {
-        "channels": 128,
-        "channel_mult": (1, 2, 2, 4),
-        "num_res_blocks": 2,
-        "attn_levels": 2,
-        "dropout": 0.1,
-        "norm_groups": 32,
-        "feature_channels": 64,
-        "cond_channels": 64,
-        "cond_vec_channels": 128,
-        "cell_dim": 128,
-        "gene_graph_hidden": 8,
-        "gene_head_features": 4,
-    },
-}
-
-
 def preset(name: str, n_genes: int, **overrides: Any) -> NetConfig:
     """Return a named configuration.
 
@@ -222,6 +203,4 @@ def preset(name: str, n_genes: int, **overrides: Any) -> NetConfig:
     >>> preset("cpu-small", 100).channels
     64
     """
-    if name not in _PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(_PRESETS)}.")
-    return NetConfig.from_dict({**_PRESETS[name], "n_genes": n_genes, **overrides})
+    return NetConfig.from_dict({**check_preset(name)["net"], "n_genes": n_genes, **overrides})

@@ -191,7 +191,7 @@ def _check_options(data, image, *, deep, histology_path, preset, pairs, config) 
     """Refuse, before any work, options that do not go together."""
     import os
 
-    from ..model import TRAINING_BUDGETS
+    from .._core._presets import check_preset
 
     if isinstance(image, str | os.PathLike):
         raise TypeError(f"fit's second argument is the H&E image of an AnnData, not a path "
@@ -205,8 +205,8 @@ def _check_options(data, image, *, deep, histology_path, preset, pairs, config) 
                          "pass deep=True for the network alone.")
     if pairs not in ("self", "supervised"):
         raise ValueError(f"pairs must be 'self' or 'supervised', not {pairs!r}.")
-    if deep and preset not in TRAINING_BUDGETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose from {list(TRAINING_BUDGETS)}.")
+    if deep:
+        check_preset(preset)
     if config and not deep:
         raise TypeError(f"fit got {sorted(config)}, which set the network: they apply with "
                         "deep=True only. Check the spelling of fit's arguments.")
