@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
     """
-    from .model import PRESETS, UNS_KEY
+    from ._core._presets import PRESETS
+    from .model import UNS_KEY
 
     steps = ", ".join(f"{k}: {v['training']['max_steps']}" for k, v in PRESETS.items())
     p = argparse.ArgumentParser(

@@ -9,7 +9,6 @@ The rest of this package turns sections into the arrays they read and their maps
 
 from __future__ import annotations
 
-from .._core._presets import PRESETS
 from ._data import ExpressionScaler, GridSpec, scaler_for, section_gain
 from ._diffst import DiffST
 from ._diffst_training import train_diffst
@@ -20,7 +19,7 @@ from ._ridge import Ridge
 
 __all__ = ["HistologyModel", "DiffST", "UNS_KEY", "GridSpec", "ExpressionScaler", "scaler_for",
            "HistologyPath", "FootprintRows", "Ridge", "SectionMaps", "descriptor_maps",
-           "cells_of", "section_gain", "train_diffst", "PRESETS",
+           "cells_of", "section_gain", "train_diffst",
            "HISTOLOGY_FORMAT", "load"]
 
 
