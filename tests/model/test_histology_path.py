@@ -179,7 +179,7 @@ def test_the_section_fitted_on_alone_is_recognised_without_reading_its_he(her2st
     import copy
     import dataclasses
 
-    from diffst_sc.model import section_gain
+    from diffst_sc.model import section_calibration
 
     sdata = copy.deepcopy(her2st_c2_or_demo)
     genes = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP"]
@@ -190,7 +190,10 @@ def test_the_section_fitted_on_alone_is_recognised_without_reading_its_he(her2st
     flagged = view.adata.obs["diffst_low_counts"].to_numpy(bool)
     kept = dataclasses.replace(view, adata=view.adata[~flagged],
                                centres_px=view.centres_px[~flagged])
-    assert section_gain(path, kept, genes, model.grid_spec) == 1.0
+    cal = section_calibration(path, kept, genes, model.grid_spec)
+    assert cal.gain == 1.0
+    np.testing.assert_array_equal(cal.weight, model.path.held_out_weight)
+    np.testing.assert_array_equal(cal.dispersion, model.path.dispersion)
     changed = kept.adata.copy()
     counts = (changed.X if kept.layer is None else changed.layers[kept.layer]).tolil()
     counts[0, list(changed.var_names).index("ERBB2")] += 1
@@ -199,4 +202,63 @@ def test_the_section_fitted_on_alone_is_recognised_without_reading_its_he(her2st
     else:
         changed.layers[kept.layer] = counts.tocsr()
     other = dataclasses.replace(kept, adata=changed)
-    assert section_gain(path, other, genes, model.grid_spec) < 0.01
+    assert section_calibration(path, other, genes, model.grid_spec).gain < 0.01
+
+
+def test_histology_weights_follow_what_held_out_pairs_support():
+    """A gene whose held-out departures follow the histology keeps weight 1; one whose
+    departures are unrelated to it gets about 0; weights stay in [0, 1]."""
+    from diffst_sc.model import histology_weights
+
+    rng = np.random.default_rng(0)
+    n, g = 400, 6
+    p = rng.standard_normal((n, g))
+    e = p.copy()
+    e[:, :3] = p[:, :3] * 1.5 + 0.3 * rng.standard_normal((n, 3))  # followed (slope above 1)
+    e[:, 3:] = rng.standard_normal((n, 3))  # unrelated
+    w = histology_weights((e * p).sum(0), (p * p).sum(0), (e * e).sum(0), np.full(g, n))
+    assert np.all(w[:3] == 1.0)
+    assert np.all(w[3:] < 0.2) and np.all(w >= 0)
+
+
+def test_histology_model_on_a_scrambled_image_keeps_less_of_the_histology(her2st_c2_or_demo):
+    """The H&E turned upside down (no longer the spots' image): the fit's held-out tiles give
+    the histology clearly less weight than on the real image, where the weights are 1."""
+    import copy
+
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    genes = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP", "ACTB", "MUCL1"]
+    sdata = copy.deepcopy(her2st_c2_or_demo)
+    real = ds.tl.fit(sdata, genes=genes, progress=False)
+    key = ds.io.section_view(sdata).image_key
+    img = sdata.images[key]
+    arr = np.asarray(img["scale0"].image.values if hasattr(img, "children") else img.values)
+    sdata.images[key] = Image2DModel.parse(arr[:, ::-1, ::-1].copy(), dims=("c", "y", "x"),
+                                           transformations=get_transformation(img, get_all=True))
+    flipped = ds.tl.fit(sdata, genes=genes, progress=False)
+    assert np.mean(real.path.held_out_weight) > 0.9
+    assert np.mean(flipped.path.held_out_weight) < np.mean(real.path.held_out_weight) - 0.3
+
+
+def test_count_dispersion_measures_the_spread_beyond_counting_noise():
+    """Counts about a known map: Poisson counts give about 0, negative-binomial counts a
+    dispersion that grows with theirs (measured, as scored, after each parent's counts are
+    shared among its spots, which takes part of the spread away)."""
+    from diffst_sc.model import FootprintRows, count_dispersion
+
+    rng = np.random.default_rng(1)
+    n, g = 4000, 3
+    parent = np.repeat(np.arange(n // 4), 4)
+    lr = rng.normal(0, 1, (n, g)).astype(np.float32)
+    mu, sd = np.full(g, 2.0), np.full(g, 0.5)
+    rate = np.expm1(lr * sd + mu)  # the map's densities, taken as the counts' means
+    counts = np.c_[rng.poisson(rate[:, 0]),
+                   rng.poisson(rng.gamma(1 / 0.2, rate[:, 1] * 0.2)),
+                   rng.poisson(rng.gamma(1 / 1.0, rate[:, 2] * 1.0))].astype(float)
+    rows = FootprintRows(np.zeros((n, 1), np.float32), np.zeros((n, g), np.float32), lr,
+                         lr, parent, np.zeros((n, 2)), counts, mu, sd)
+    est = count_dispersion([rows], np.zeros((n, g)))
+    assert est[0] < 0.02
+    assert 0.05 < est[1] < est[2]

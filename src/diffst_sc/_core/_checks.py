@@ -19,6 +19,19 @@ class NotCountsWarning(UserWarning):
     """
 
 
+class HistologyUninformativeWarning(UserWarning):
+    """On this section the H&E explains nothing of how spots depart from their interpolation.
+
+    Measured on the section's own spots summed into pseudo-spots: for the genes it names, the
+    map is the interpolated spots (``uns[key]["histology_weight"]`` holds each gene's weight).
+
+    Examples
+    --------
+    >>> import warnings, diffst_sc as ds
+    >>> warnings.filterwarnings("ignore", category=ds.io.HistologyUninformativeWarning)
+    """
+
+
 class CoarseImageWarning(UserWarning):
     """The H&E is too coarse (over about 4 um per pixel) for its histology to resolve cells.
 

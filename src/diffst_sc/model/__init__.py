@@ -9,17 +9,26 @@ The rest of this package turns sections into the arrays they read and their maps
 
 from __future__ import annotations
 
-from ._data import ExpressionScaler, GridSpec, scaler_for, section_gain
+from ._data import ExpressionScaler, GridSpec, scaler_for, section_calibration
 from ._diffst import DiffST
 from ._diffst_training import train_diffst
 from ._histology import HISTOLOGY_FORMAT, UNS_KEY, HistologyModel
-from ._histology_path import FootprintRows, HistologyPath, cells_of, descriptor_maps
+from ._histology_path import (
+    Calibration,
+    FootprintRows,
+    HistologyPath,
+    cells_of,
+    count_dispersion,
+    descriptor_maps,
+    histology_weights,
+)
 from ._maps import SectionMaps
 from ._ridge import Ridge
 
 __all__ = ["HistologyModel", "DiffST", "UNS_KEY", "GridSpec", "ExpressionScaler", "scaler_for",
            "HistologyPath", "FootprintRows", "Ridge", "SectionMaps", "descriptor_maps",
-           "cells_of", "section_gain", "train_diffst",
+           "cells_of", "section_calibration", "Calibration", "histology_weights",
+           "count_dispersion", "train_diffst",
            "HISTOLOGY_FORMAT", "load"]
 
 

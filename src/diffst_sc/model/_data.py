@@ -118,18 +118,20 @@ def condition_arrays(view: SectionView, genes: list[str], scaler: ExpressionScal
 
 
 def apply_path(arrays, path, view: SectionView, grid: Grid, radius_um: float,
-               descriptors: np.ndarray | None = None, gain: float = 1.0) -> np.ndarray:
+               descriptors: np.ndarray | None = None, calibration=None) -> np.ndarray:
     """Make ``arrays.lr`` the histology path's base map (and ``arrays.target`` its residual).
 
     The descriptors are of discs of ``radius_um`` around each grid pixel (computed unless given,
-    for the other LR lattices of a pair). ``gain`` scales the path's departures
-    (:func:`section_gain`). Returns the descriptors.
+    for the other LR lattices of a pair). ``calibration`` (:func:`section_calibration`) weighs
+    and scales the path's departures on this section. Returns the descriptors.
     """
-    from ._histology_path import cells_of, descriptor_maps
+    from ._histology_path import Calibration, cells_of, descriptor_maps
 
     if descriptors is None:
         descriptors = descriptor_maps(view, grid, radius_um)
-    arrays.lr = arrays.lr + path.deviation(descriptors, arrays.lr, cells_of(view, grid), gain)
+    cal = calibration or Calibration()
+    arrays.lr = arrays.lr + path.weighted(cal.weight).deviation(
+        descriptors, arrays.lr, cells_of(view, grid), cal.gain)
     if arrays.target is not None:
         arrays.target = arrays.target - arrays.lr
     return descriptors
@@ -155,41 +157,48 @@ def path_rows(lr_views: list[SectionView], hr_view: SectionView, genes: list[str
     descriptors = descriptor_maps(first, grid, hr_view.spot_diameter_um / 2)
     footprints = normalised_rows(coverage_matrix(hr_view.centres_px, hr_view.diameter_px,
                                                  grid).tocsr())
-    z_hr = scaler.to_model(hr_view.footprint_expression(genes), disc_area_um2(hr_view))
+    counts = hr_view.footprint_expression(genes)
+    z_hr = scaler.to_model(counts, disc_area_um2(hr_view))
     rows = []
     for view in lr_views:
         lr = _interpolated(view, genes, scaler, grid)[0]  # the path reads no mask
         rows.append(FootprintRows.from_maps(descriptors, lr, cells_of(view, grid), footprints,
-                                            z_hr, _nearest(view, hr_view)))
+                                            z_hr, _nearest(view, hr_view), counts,
+                                            (scaler.mu, scaler.sd)))
     return rows
 
 
-#: Fewest spots a section needs for :func:`section_gain` to be measured on its own pairs.
+#: Fewest spots a section needs for :func:`section_calibration` to be measured on its own pairs.
 MIN_GAIN_SPOTS = 32
 
 
-def section_gain(path, view: SectionView, genes: list[str], spec: GridSpec) -> float:
-    """The histology path's gain on ``view``'s own pairs (``HistologyPath.gain``).
+def section_calibration(path, view: SectionView, genes: list[str], spec: GridSpec):
+    """How far the histology path's departures hold on ``view``'s own pairs (a ``Calibration``).
 
     The section's spots, summed into pseudo-spots as ``fit`` would learn from them, are the
     targets of what the path predicts from those pseudo-spots and the H&E: what the spots to be
-    super-resolved say about the size of their departures, at the next coarser scale. 1 when
-    the section has fewer than ``MIN_GAIN_SPOTS`` spots.
+    super-resolved say about their departures, at the next coarser scale
+    (``HistologyPath.calibrate``). On the section the path was fitted on alone, the weights its
+    held-out tiles gave and gain 1. Weights 1 and gain 1 when the section has fewer than
+    ``MIN_GAIN_SPOTS`` spots.
     """
     from ..pp import self_supervised_pairs
+    from ._histology_path import Calibration
 
     if view.n_spots < MIN_GAIN_SPOTS:
-        return 1.0
+        return Calibration()
     lr_views, hr = self_supervised_pairs(view, genes=genes)
     if path.fitted_on is not None and path.fitted_on == pairs_fingerprint(hr, genes):
-        return 1.0  # the section the path was fitted on alone: 1 by definition
-    return path.gain(path_rows(lr_views, hr, genes, spec))
+        weight, disp = path.held_out_weight, path.dispersion
+        return Calibration(1.0, None if weight is None else np.asarray(weight, np.float64),
+                           None if disp is None else np.asarray(disp, np.float64))
+    return path.calibrate(path_rows(lr_views, hr, genes, spec))
 
 
 def pairs_fingerprint(hr_view: SectionView, genes: list[str]) -> str:
     """A digest of a pair's target spots: their positions and their counts of ``genes``.
 
-    Reading the H&E for :func:`section_gain` takes as long as for the map (on a slide of
+    Reading the H&E for :func:`section_calibration` takes as long as for the map (on a slide of
     thousands of spots, minutes); on the section a path was fitted on alone the gain is 1, and
     the digest recognises it.
     """

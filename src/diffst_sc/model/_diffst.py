@@ -14,6 +14,7 @@ import numpy as np
 
 from .._core._view import SectionView
 from ._histology import HistologyModel
+from ._histology_path import Calibration
 from ._maps import SectionMaps
 from ._store import prepare_folder, read_folder, write_folder
 
@@ -129,7 +130,8 @@ class DiffST:
         self.check_genes(view.genes)
         dev = resolve_device(device)
         if self.base is not None:  # the network learned on the base as fitted: gain 1
-            section, _ = self.base.prepare(view, missing, cells=True, gain=1.0)
+            section, _ = self.base.prepare(view, missing, cells=True,
+                                           calibration=Calibration())
         else:
             section = MapSection.prepare(view, self.genes, self.grid_spec, missing, cells=True)
         cfg, net = self.net_config, self.module.to(dev).eval()
@@ -161,7 +163,9 @@ class DiffST:
 
         mean, std = section.blend(predict, size, progress, desc="super-resolving")
         error = self.residual_sd if self.residual_sd is not None else np.zeros(g)
-        return section.finish(mean, std, error, pixel_px=pixel_px, outside=outside)
+        ratio = None if self.base is None else self.base.path.radius_ratio
+        return section.finish(mean, std, error, pixel_px=pixel_px, outside=outside,
+                              resolved_ratio=ratio)
 
     # -- storage --------------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ import pandas as pd
 
 from .._core._checks import check_unique_genes
 from .._core._view import SectionView
-from ._data import GridSpec, apply_path, pairs_fingerprint, path_rows, section_gain
-from ._histology_path import ALPHAS, RANK, HistologyPath
+from ._data import GridSpec, apply_path, pairs_fingerprint, path_rows, section_calibration
+from ._histology_path import ALPHAS, RANK, Calibration, HistologyPath
 from ._maps import MapSection, SectionMaps
 from ._store import from_uns, prepare_folder, read_folder, to_uns, write_folder
 
@@ -132,23 +132,33 @@ class HistologyModel:
                 f"new model on these data (ds.tl.fit) or pass data measuring those genes.{extra}"
             )
 
-    def gain(self, view: SectionView) -> float:
-        """How far this section's departures inside spots run relative to the training pairs'.
+    def calibrate(self, view: SectionView) -> Calibration:
+        """How far the histology's departures hold on this section, from its own spots.
 
-        Measured on ``view``'s own spots summed into pseudo-spots; 1 on the section the model
-        was fitted on alone (see :meth:`HistologyPath.gain`).
+        ``view``'s spots summed into pseudo-spots are the inputs, its spots the held-out
+        targets: each gene's histology weight (0: the histology explains nothing of how its
+        spots depart from their interpolation, and the map is that interpolation) and the gain
+        of the map's departures. On the section the model was fitted on alone, the weights of
+        the fit's held-out tiles and gain 1 (see :func:`~diffst_sc.model.section_calibration`).
         """
-        return section_gain(self.path, view, self.genes, self.grid_spec)
+        return section_calibration(self.path, view, self.genes, self.grid_spec)
+
+    def gain(self, view: SectionView) -> float:
+        """The scale of this section's departures against the training pairs' (:meth:`calibrate`)."""
+        return self.calibrate(view).gain
 
     def prepare(self, view: SectionView, missing=None, cells: bool = False,
-                gain: float | None = None) -> tuple[MapSection, float]:
-        """The section's map inputs with the base map in ``arrays.lr``, and the gain applied."""
+                calibration: Calibration | None = None) -> tuple[MapSection, Calibration]:
+        """The section's map inputs, the base map in ``arrays.lr``, and its calibration.
+
+        The calibration is measured on the section unless given.
+        """
         section = MapSection.prepare(view, self.genes, self.grid_spec, missing, cells=cells)
-        if gain is None:
-            gain = self.gain(section.view)
+        if calibration is None:
+            calibration = self.calibrate(section.view)
         apply_path(section.arrays, self.path, section.view, section.grid,
-                   self.path.radius_um(section.view), gain=gain)
-        return section, float(gain)
+                   self.path.radius_um(section.view), calibration=calibration)
+        return section, calibration
 
     def predict(self, view: SectionView, *, missing=None, pixel_px: float | None = None,
                 outside: float = 0.0, tile_size: int = 64, progress: bool = True) -> SectionMaps:
@@ -159,16 +169,20 @@ class HistologyModel:
         grid by default).
         """
         self.check_genes(view.genes)
-        section, gain = self.prepare(view, missing)
+        section, cal = self.prepare(view, missing)
+        warn_uninformative(cal, self.genes, view)
         size = section.tile_size(tile_size)
 
         def predict(n, i, j):
             z = section.tile_projection(i, j, size)(section.base_tile(i, j, size)[None])
             return section.scaler.to_counts(z, section.area, gene_axis=1)
 
-        mean, std = section.blend(predict, size, progress, desc="mapping")
+        # one map, no samples: what the overlapping tiles' corrections leave between them is
+        # not a spread of the map
+        mean, _ = section.blend(predict, size, progress, desc="mapping")
+        std = np.zeros_like(mean)
         return section.finish(mean, std, self.residual_sd, pixel_px=pixel_px, outside=outside,
-                              path_gain=gain)
+                              calibration=cal, resolved_ratio=self.path.radius_ratio)
 
     # -- storage --------------------------------------------------------------------------------
 
@@ -234,3 +248,23 @@ class HistologyModel:
         cfg["training"] = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
                            for k, v in training.items()}
         return cls.from_config(cfg)
+
+
+def warn_uninformative(cal: Calibration, genes: list[str], view: SectionView) -> None:
+    """Warn when the section's own pairs give at least half the genes no histology weight."""
+    import warnings
+
+    from .._core._checks import HistologyUninformativeWarning
+
+    if cal.weight is None:
+        return
+    none = [g for g, w in zip(genes, np.asarray(cal.weight), strict=True) if w <= 0]
+    if len(none) * 2 < len(genes):
+        return
+    warnings.warn(
+        f"On section {view.name!r}, the H&E ({view.image_key!r}) explains nothing of how the "
+        f"spots depart from their interpolation for {len(none)} of {len(genes)} genes (e.g. "
+        f"{none[:3]}), measured on the section's own spots: for those genes the map is the "
+        "interpolated spots. If the H&E should help, check that it is this section's image and "
+        "that it is registered to the spots (scale factors, coordinate system).",
+        HistologyUninformativeWarning, stacklevel=3)

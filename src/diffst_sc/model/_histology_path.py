@@ -183,6 +183,11 @@ class FootprintRows:
         ``(n,)`` the input spot nearest to each target spot.
     position
         ``(n, 2)`` (row, col) of each footprint's centre on the grid, for the spatial folds.
+    counts
+        ``(n, G)`` the target spots' counts, for the spread of counts about the map
+        (:func:`count_dispersion`); ``None`` when not kept.
+    mu, sd
+        ``(G,)`` the model units of ``target`` and ``lr`` (log-density mean and sd per gene).
     """
 
     features: np.ndarray
@@ -191,13 +196,19 @@ class FootprintRows:
     target: np.ndarray
     parent: np.ndarray
     position: np.ndarray
+    counts: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    sd: np.ndarray | None = None
 
     @classmethod
     def from_maps(cls, descriptors: np.ndarray, lr: np.ndarray, cell_of: np.ndarray,
-                  footprints, target: np.ndarray, parent: np.ndarray) -> FootprintRows:
+                  footprints, target: np.ndarray, parent: np.ndarray,
+                  counts: np.ndarray | None = None, units=None) -> FootprintRows:
         """Average the maps ``(D, H, W)``, ``(G, H, W)`` over ``footprints`` ``(n, H * W)``.
 
-        ``cell_of`` is :func:`cells_of` for the pair's input spots.
+        ``cell_of`` is :func:`cells_of` for the pair's input spots; ``counts`` the target
+        spots' counts and ``units`` the ``(mu, sd)`` of the model units, kept for
+        :func:`count_dispersion`.
         """
         d, g = len(descriptors), len(lr)
         h, w = lr.shape[1:]
@@ -208,9 +219,11 @@ class FootprintRows:
         own = footprints @ _deviations(lr.reshape(g, -1), cell_of, m).T
         rows, cols = np.divmod(np.arange(h * w), w)
         pos = np.c_[footprints @ rows, footprints @ cols]
+        mu, sd = (None, None) if units is None else (np.asarray(u, np.float64) for u in units)
         return cls(x.astype(np.float32), own.astype(np.float32),
                    (footprints @ lr.reshape(g, -1).T).astype(np.float32),
-                   np.asarray(target, np.float32), np.asarray(parent), pos)
+                   np.asarray(target, np.float32), np.asarray(parent), pos,
+                   None if counts is None else np.asarray(counts, np.float64), mu, sd)
 
 
 @dataclass
@@ -236,7 +249,15 @@ class HistologyPath:
         (``None`` in a model saved before it was recorded, which :meth:`gain` leaves at 1).
     fitted_on
         Fingerprint (``model._data.pairs_fingerprint``) of the one section the path was fitted
-        on by itself, whose gain is 1 without measuring it; ``None`` otherwise.
+        on by itself, whose gain is 1 and whose histology weights are :attr:`held_out_weight`
+        without measuring them; ``None`` otherwise.
+    held_out_weight
+        ``(G,)`` the weight of each gene's histology departure that the held-out tiles of the
+        training pairs support (:func:`histology_weights`): the calibration of the section
+        the path was fitted on alone.
+    dispersion
+        ``(G,)`` the spread of the target spots' counts about the held-out map beyond counting
+        noise (:func:`count_dispersion`), which the uncertainty is built from.
     """
 
     ridge: Ridge
@@ -245,6 +266,8 @@ class HistologyPath:
     residual_sd: list[float] | None = None
     fitted_slope: float | None = None
     fitted_on: str | None = None
+    held_out_weight: list[float] | None = None
+    dispersion: list[float] | None = None
 
     @classmethod
     def fit(cls, rows: list[FootprintRows], radius_ratio: float,
@@ -263,13 +286,40 @@ class HistologyPath:
         x, own, y = _within_parents(rows)
         fold = np.concatenate([_spatial_folds(r.position) for r in rows])
         ridge = _averaged_ridge(x, own, y, alphas, rank)
-        cv_error, residual_sd = _held_out(x, own, y, fold, alphas, rank)
+        cv_error, residual_sd, sums, pred = _held_out(x, own, y, fold, alphas, rank)
         if residual_sd is None:  # too few spots for two folds: the in-sample error, smaller
-            err = np.clip(ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION) - y
-            residual_sd = np.sqrt((err**2).mean(0)).tolist()
+            pred = np.clip(ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION)
+            residual_sd = np.sqrt(((pred - y) ** 2).mean(0)).tolist()
+            sums = _weight_sums(*ridge.parts(x, own), y)
         path = cls(ridge, float(radius_ratio), cv_error, residual_sd)
+        path.held_out_weight = histology_weights(*sums).tolist()
+        dispersion = count_dispersion(rows, pred)
+        path.dispersion = None if dispersion is None else dispersion.tolist()
         path.fitted_slope = path._slope(x, own, y) or 1.0
         return path
+
+    def calibrate(self, rows: list[FootprintRows]) -> Calibration:
+        """What a section's own pairs (``rows``) say about the path's departures on it.
+
+        The histology weight of each gene (:func:`histology_weights`, from the path's
+        predictions on these rows, which it was not fitted on), then the :meth:`gain` of the
+        map with those weights.
+        """
+        x, own, y = _within_parents(rows)
+        weight = histology_weights(*_weight_sums(*self.ridge.parts(x, own), y))
+        weighted = self.weighted(weight)
+        pred = np.clip(weighted.ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION)
+        return Calibration(weighted.gain(rows), weight, count_dispersion(rows, pred))
+
+    def weighted(self, weight) -> HistologyPath:
+        """The path with each gene's histology weights scaled by ``weight`` ``(G,)``."""
+        from dataclasses import replace
+
+        if weight is None:
+            return self
+        w = np.asarray(weight, np.float64)
+        r = self.ridge
+        return replace(self, ridge=replace(r, coef=r.coef * w, intercept=r.intercept * w))
 
     def gain(self, rows: list[FootprintRows]) -> float:
         """How much larger a section's departures are than predicted, relative to training.
@@ -329,7 +379,8 @@ class HistologyPath:
         return {"inputs": INPUTS, "ridge": self.ridge.to_dict(),
                 "radius_ratio": self.radius_ratio, "cv_error": self.cv_error,
                 "residual_sd": self.residual_sd, "fitted_slope": self.fitted_slope,
-                "fitted_on": self.fitted_on}
+                "fitted_on": self.fitted_on, "held_out_weight": self.held_out_weight,
+                "dispersion": self.dispersion}
 
     @classmethod
     def from_dict(cls, d: dict) -> HistologyPath:
@@ -340,7 +391,8 @@ class HistologyPath:
         cv = d.get("cv_error")
         return cls(Ridge.from_dict(d["ridge"]), float(d["radius_ratio"]),
                    float(cv) if isinstance(cv, int | float) else float("nan"),
-                   d.get("residual_sd"), d.get("fitted_slope"), d.get("fitted_on"))
+                   d.get("residual_sd"), d.get("fitted_slope"), d.get("fitted_on"),
+                   d.get("held_out_weight"), d.get("dispersion"))
 
 
 def _within_parents(rows: list[FootprintRows]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -370,22 +422,115 @@ def _averaged_ridge(x: np.ndarray, own: np.ndarray, y: np.ndarray,
 
 
 def _held_out(x: np.ndarray, own: np.ndarray, y: np.ndarray, fold: np.ndarray,
-              alphas: tuple[float, ...], rank: int) -> tuple[float, list[float] | None]:
+              alphas: tuple[float, ...], rank: int):
     """Errors of the path's fit on each fold of tiles, fitted on the others.
 
-    Returns the mean squared error with each gene's target scaled to unit variance, and each
-    gene's root mean squared error in model units (``nan`` and ``None`` with a single fold).
+    Returns the mean squared error with each gene's target scaled to unit variance, each
+    gene's root mean squared error in model units (``nan`` and ``None`` with a single fold),
+    the held-out :func:`_weight_sums` and the held-out predictions (``None`` with a single
+    fold).
     """
     sq, n = np.zeros(y.shape[1]), 0
+    sums = None
+    held = np.zeros_like(y)
     for k in np.unique(fold):
         test = fold == k
         if test.all() or not test.any():
             continue
         r = _averaged_ridge(x[~test], own[~test], y[~test], alphas, rank)
-        pred = np.clip(r.predict(x[test], own[test]), -MAX_DEVIATION, MAX_DEVIATION)
+        shared, own_part = r.parts(x[test], own[test])
+        pred = np.clip(shared + own_part, -MAX_DEVIATION, MAX_DEVIATION)
+        held[test] = pred
         sq += ((pred - y[test]) ** 2).sum(0)
         n += int(test.sum())
+        fold_sums = _weight_sums(shared, own_part, y[test])
+        sums = fold_sums if sums is None else tuple(a + b for a, b in zip(sums, fold_sums, strict=True))
     if not n:
-        return float("nan"), None
+        return float("nan"), None, None, None
     scale = np.maximum(y.var(0), 1e-16)
-    return float((sq / n / scale).mean()), np.sqrt(sq / n).tolist()
+    return float((sq / n / scale).mean()), np.sqrt(sq / n).tolist(), sums, held
+
+
+@dataclass
+class Calibration:
+    """What a section's own pairs say about the path's departures on that section.
+
+    Attributes
+    ----------
+    gain
+        Scale of the map's departures from the spots' cells (:meth:`HistologyPath.gain`).
+    weight
+        ``(G,)`` weight of each gene's histology departure in ``[0, 1]``
+        (:func:`histology_weights`); ``None``: every weight 1.
+    dispersion
+        ``(G,)`` :func:`count_dispersion` on the section's own pairs; ``None``: not measured.
+    """
+
+    gain: float = 1.0
+    weight: np.ndarray | None = None
+    dispersion: np.ndarray | None = None
+
+
+def _weight_sums(shared: np.ndarray, own_part: np.ndarray, y: np.ndarray):
+    """Per gene, ``(e.p, p.p, e.e, n)`` for :func:`histology_weights`.
+
+    ``p`` is the histology part of held-out predictions, ``e`` what it should explain: the
+    departures less the path's own-gene part.
+    """
+    e = y - own_part
+    p = shared - shared.mean(0)
+    return (e * p).sum(0), (p * p).sum(0), (e * e).sum(0), np.full(y.shape[1], len(y), float)
+
+
+def histology_weights(ep, pp, ee, n) -> np.ndarray:
+    """``(G,)`` how much of each gene's histology departure held-out pairs support, in [0, 1].
+
+    Per gene, the least-squares slope of what the histology part should explain on held-out
+    pairs on what it predicts there (1: the departures are as large as they should be, 0: they
+    explain nothing). One gene's slope from a few hundred noisy spots is itself noisy, so each
+    is shrunk toward the slope of all genes together by how its own sampling variance compares
+    with the genes' spread (empirical Bayes), then clipped to ``[0, 1]``: a map departs from
+    its interpolated spots no further than the section's own held-out data support.
+    """
+    ep, pp, ee, n = (np.asarray(a, np.float64) for a in (ep, pp, ee, n))
+    ok = pp > 1e-12
+    if not ok.any():
+        return np.zeros(len(ep))
+    slope = np.where(ok, ep / np.where(ok, pp, 1.0), 0.0)
+    resid = np.maximum(ee - slope * ep, 0.0) / np.maximum(n - 1, 1.0)
+    var = np.where(ok, resid / np.where(ok, pp, 1.0), np.inf)
+    pooled = float(ep[ok].sum() / pp[ok].sum())
+    spread = max(0.0, float(np.var(slope[ok]) - np.mean(var[ok]))) if ok.sum() > 1 else 0.0
+    share = np.where(ok, spread / (spread + var), 0.0)
+    return np.clip(pooled + share * (slope - pooled), 0.0, 1.0)
+
+
+def count_dispersion(rows: list[FootprintRows], pred: np.ndarray) -> np.ndarray | None:
+    """``(G,)`` how far target spots' counts spread about the map beyond counting noise.
+
+    ``pred`` ``(n, G)`` are the path's (held-out) predictions of the rows' departures, stacked
+    in the order of ``rows``. Each target spot's predicted counts are its parent's counts
+    shared among the parent's targets as the map's densities share them, and the dispersion
+    ``c`` of each gene is the moment estimate of a negative-binomial spread,
+    ``variance = mean + c * mean**2``: what the counts' squared errors hold beyond their
+    Poisson part, over the squared means. ``None`` when the rows keep no counts.
+    """
+    from .._core._units import to_density
+
+    if not rows or any(r.counts is None for r in rows):
+        return None
+    excess, scale, start = 0.0, 0.0, 0
+    for r in rows:
+        n = len(r.target)
+        v = to_density(r.lr + pred[start:start + n], r.mu, r.sd) + 1e-12
+        start += n
+        _, parent = np.unique(r.parent, return_inverse=True)
+        yhat = _parent_sums(r.counts, parent)[parent] * v / _parent_sums(v, parent)[parent]
+        excess = excess + ((r.counts - yhat) ** 2 - yhat).sum(0)
+        scale = scale + (yhat**2).sum(0)
+    return np.clip(excess / np.maximum(scale, 1e-12), 0.0, None)
+
+
+def _parent_sums(a: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """``(n_parents, G)`` the rows of ``a`` summed over each parent (``parent`` from 0)."""
+    return np.stack([np.bincount(parent, a[:, j]) for j in range(a.shape[1])], 1)

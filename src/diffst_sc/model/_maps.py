@@ -54,6 +54,9 @@ class SectionMaps:
         Summed absolute difference of the footprint means from the spots over their sum.
     path_gain
         The factor the histology path's departures were scaled by on this section.
+    histology_weight
+        ``(G,)`` the weight each gene's histology departure kept on this section (0: the map
+        is the interpolated spots; see ``HistologyModel.calibrate``); ``None``: all 1.
     """
 
     mean: np.ndarray
@@ -62,6 +65,7 @@ class SectionMaps:
     expressed: np.ndarray
     consistency_error: float
     path_gain: float = 1.0
+    histology_weight: np.ndarray | None = None
 
 
 @dataclass
@@ -169,11 +173,13 @@ class MapSection:
 
     def finish(self, raw_mean: np.ndarray, raw_std: np.ndarray, model_error, *,
                pixel_px: float | None = None, outside: float = 0.0,
-               path_gain: float = 1.0) -> SectionMaps:
+               calibration=None, resolved_ratio: float | None = None) -> SectionMaps:
         """Correct the blended maps over the whole section and put them on the output grid.
 
         ``model_error`` ``(G,)`` is the model's own error (standardised log units) added to the
-        spread; ``pixel_px`` the output pixel (the grid's by default).
+        spread; ``resolved_ratio`` the radius of the footprint the map resolves over the spots'
+        (its counting noise is added; none when ``None``); ``pixel_px`` the output pixel (the
+        grid's by default).
         """
         g, h, w = raw_mean.shape
         unit = self.scaler.counts_per_unit(self.area)
@@ -189,6 +195,7 @@ class MapSection:
         inside = None if pixel_px is None else interpolate(keep[None].astype(np.float64),
                                                            out_grid)
         error = np.asarray(model_error, np.float64)
+        dispersion = None if calibration is None else calibration.dispersion
         for g0 in range(0, g, step):
             sl = slice(g0, min(g, g0 + step))
             m, s, err = project_global(raw_mean[sl].astype(np.float64),
@@ -196,7 +203,12 @@ class MapSection:
                                        counts_target[:, sl], PSEUDO_COUNT)
             err_sum += err
             target_sum += float(np.abs(counts_target[:, sl]).sum())
-            s = with_model_error(m, s, error[sl], self.scaler.sd[sl], unit)
+            if dispersion is None:
+                s = with_model_error(m, s, error[sl], self.scaler.sd[sl], unit, resolved_ratio)
+            else:
+                radius = (resolved_ratio or 1.0) * self.view.diameter_px / 2 / self.grid.pixel
+                s = with_count_spread(footprint_mean(m, keep, radius), s, dispersion[sl],
+                                      resolved_ratio)
             if pixel_px is not None:
                 m = resize(m, keep, inside, out_grid, outside)
                 s = resize(s, keep, inside, out_grid, outside)
@@ -204,8 +216,10 @@ class MapSection:
                 m, s = np.where(keep, m, outside), np.where(keep, s, outside)
             expressed |= (m > 0).any(0)  # neither 0 nor NaN outside the tissue is
             mean[sl], std[sl] = m, s
+        cal = calibration
         return SectionMaps(mean, std, out_grid, expressed, err_sum / max(target_sum, 1e-12),
-                           float(path_gain))
+                           1.0 if cal is None else float(cal.gain),
+                           None if cal is None or cal.weight is None else np.asarray(cal.weight))
 
 
 def without(view: SectionView, missing) -> SectionView:
@@ -221,14 +235,58 @@ def without(view: SectionView, missing) -> SectionView:
     return replace(view, adata=view.adata[kept], centres_px=view.centres_px[kept])
 
 
-def with_model_error(mean, std, error, gene_sd, unit):
-    """Add the model's own error to the spread of the samples.
+def with_model_error(mean, std, error, gene_sd, unit, resolved_ratio=None):
+    """Add the model's own error, and the counting noise, to the spread of the samples.
 
     An error of ``r`` standardised log units is ``r * sd_g`` in log1p-density; to first order
     that is ``(mean + unit) * r * sd_g`` in counts, with ``unit`` the counts of one density unit.
+    The counting noise is that of a measurement of the footprint the map resolves (radius
+    ``resolved_ratio`` times the spots'): Poisson, its variance the ``mean * ratio**2`` counts
+    expected there, which is ``mean / ratio**2`` in counts per spot footprint. It is what sets
+    the spread of low counts, where a multiple of the mean would claim near certainty.
     """
     scale = np.asarray(error, np.float64) * np.asarray(gene_sd, np.float64)
-    return np.sqrt(std**2 + ((mean + unit) * scale[:, None, None]) ** 2)
+    var = std**2 + ((mean + unit) * scale[:, None, None]) ** 2
+    if resolved_ratio:
+        var = var + np.maximum(mean, 0.0) / float(resolved_ratio) ** 2
+    return np.sqrt(var)
+
+
+def footprint_mean(maps: np.ndarray, keep: np.ndarray, radius: float) -> np.ndarray:
+    """``(G, H, W)`` each map's mean over the disc of ``radius`` pixels around every pixel.
+
+    Only the pixels in ``keep`` count (normalised convolution), so the tissue's edge is not
+    pulled toward the zeros outside it: what a measurement of that footprint would average.
+    """
+    from scipy.ndimage import correlate
+
+    r = max(float(radius), 0.5)
+    k = int(np.ceil(r))
+    yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
+    disc = ((yy**2 + xx**2) <= r * r).astype(np.float64)
+    w = correlate(keep.astype(np.float64), disc, mode="constant")
+    out = np.empty_like(maps)
+    for i, a in enumerate(maps):
+        out[i] = correlate(np.where(keep, a, 0.0), disc, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(w > 0, out / w, maps)
+
+
+def with_count_spread(mean, std, dispersion, resolved_ratio=None):
+    """Add the spread of counts measured at the map's resolution to the spread of the samples.
+
+    ``mean`` is the map averaged over the footprint around each pixel (:func:`footprint_mean`).
+    A measurement of the footprint the map resolves (radius ``resolved_ratio`` times the
+    spots'; 1 when ``None``) expects ``mean * ratio**2`` counts and spreads about them with
+    variance ``mean + c * mean**2`` in its own counts (Poisson, and the dispersion ``c`` the
+    section's own held-out pairs measured: ``HistologyPath``'s ``count_dispersion``), which is
+    ``mean / ratio**2 + c * mean**2`` in counts per spot footprint. Where the map is high the
+    second term, the model's relative error, dominates; where it is low, the counting noise.
+    """
+    ratio = float(resolved_ratio or 1.0)
+    m = np.maximum(mean, 0.0)
+    c = np.asarray(dispersion, np.float64)[:, None, None]
+    return np.sqrt(std**2 + m / ratio**2 + c * m**2)
 
 
 def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FINAL_ROUNDS):

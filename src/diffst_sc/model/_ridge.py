@@ -133,6 +133,18 @@ class Ridge:
             out = out + (np.asarray(own, np.float64) - self.own_mean) / self.own_sd * self.own_coef
         return out
 
+    def parts(self, x: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The prediction in two ``(n, k)`` parts, which sum to :meth:`predict`'s.
+
+        From the shared inputs (with the intercept), and from each output's own input (zeros
+        when fitted without one).
+        """
+        shared = ((np.asarray(x, np.float64) - self.x_mean) / self.x_sd) @ self.coef \
+            + self.intercept
+        if self.own_coef is None:
+            return shared, np.zeros_like(shared)
+        return shared, (np.asarray(own, np.float64) - self.own_mean) / self.own_sd * self.own_coef
+
     def linear(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """The fit on raw inputs: ``y = x @ a + own * a_own + offset``; returns ``(a, a_own, offset)``."""
         a = self.coef / self.x_sd[:, None]

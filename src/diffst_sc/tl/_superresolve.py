@@ -132,7 +132,11 @@ def superresolve(
         ``n_missing_spots`` (the spots treated as missing), ``model`` (the class that made
         the maps) and ``path_gain`` (the factor the histology model's departures from the
         interpolated spots were scaled by, measured on the section's own spots summed into
-        pseudo-spots; 1 for a DiffST, which refines its base as fitted).
+        pseudo-spots; 1 for a DiffST, which refines its base as fitted) and
+        ``histology_weight`` (per gene, in the order of ``genes``: how much of the histology's
+        departure from the interpolated spots the section's own spots, summed into
+        pseudo-spots, support; 0 where the map is the interpolation, which
+        :class:`~diffst_sc.io.HistologyUninformativeWarning` reports).
 
     Examples
     --------
@@ -185,6 +189,8 @@ def superresolve(
         "n_samples": n_samples, "steps": steps, "sampler": sampler if deep else "",
         "seed": seed, "consistency_error": float(maps.consistency_error),
         "path_gain": float(maps.path_gain), "image_key": view.image_key,
+        "histology_weight": (np.ones(len(model.genes)) if maps.histology_weight is None
+                             else np.asarray(maps.histology_weight, np.float64)),
         "coordinate_system": view.coordinate_system,
         "missing_key": missing_key or "", "n_missing_spots": int(missing.sum()),
         "outside_tissue": "nan" if np.isnan(outside_tissue) else "0",
