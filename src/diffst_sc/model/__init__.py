@@ -9,19 +9,12 @@ The rest of this package turns sections into the arrays they read and their maps
 
 from __future__ import annotations
 
+from ._calibration import Calibration, count_dispersion, histology_weights
 from ._data import ExpressionScaler, GridSpec, scaler_for, section_calibration
 from ._diffst import DiffST
 from ._diffst_training import train_diffst
 from ._histology import HISTOLOGY_FORMAT, UNS_KEY, HistologyModel
-from ._histology_path import (
-    Calibration,
-    FootprintRows,
-    HistologyPath,
-    cells_of,
-    count_dispersion,
-    descriptor_maps,
-    histology_weights,
-)
+from ._histology_path import FootprintRows, HistologyPath, cells_of, descriptor_maps
 from ._maps import SectionMaps
 from ._ridge import Ridge
 

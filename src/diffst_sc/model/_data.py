@@ -125,7 +125,8 @@ def apply_path(arrays, path, view: SectionView, grid: Grid, radius_um: float,
     for the other LR lattices of a pair). ``calibration`` (:func:`section_calibration`) weighs
     and scales the path's departures on this section. Returns the descriptors.
     """
-    from ._histology_path import Calibration, cells_of, descriptor_maps
+    from ._calibration import Calibration
+    from ._histology_path import cells_of, descriptor_maps
 
     if descriptors is None:
         descriptors = descriptor_maps(view, grid, radius_um)
@@ -183,7 +184,7 @@ def section_calibration(path, view: SectionView, genes: list[str], spec: GridSpe
     ``MIN_GAIN_SPOTS`` spots.
     """
     from ..pp import self_supervised_pairs
-    from ._histology_path import Calibration
+    from ._calibration import Calibration
 
     if view.n_spots < MIN_GAIN_SPOTS:
         return Calibration()

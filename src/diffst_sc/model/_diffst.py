@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .._core._view import SectionView
+from ._calibration import Calibration
 from ._histology import HistologyModel
-from ._histology_path import Calibration
 from ._maps import SectionMaps
 from ._store import prepare_folder, read_folder, write_folder
 

@@ -16,8 +16,9 @@ import pandas as pd
 
 from .._core._checks import check_unique_genes
 from .._core._view import SectionView
+from ._calibration import Calibration
 from ._data import GridSpec, apply_path, pairs_fingerprint, path_rows, section_calibration
-from ._histology_path import ALPHAS, RANK, Calibration, HistologyPath
+from ._histology_path import ALPHAS, RANK, HistologyPath
 from ._maps import MapSection, SectionMaps
 from ._store import from_uns, prepare_folder, read_folder, to_uns, write_folder
 
