@@ -8,7 +8,8 @@ rows in the table's order). It sees only the LR pseudo-spots, the H&E, and where
 - ``uniform``: each pseudo-spot's counts split equally among its children;
 - ``bicubic``: cubic-spline interpolation of the LR array grid in log1p space, normalised by the
   interpolated in-tissue mask (normalised convolution), falling back to ``uniform`` where the mask
-  is below 0.2;
+  is below 0.2; on a hexagonal (Visium) lattice, which has no square grid to spline, scipy's
+  ``griddata`` cubic interpolation of the pseudo-spots' centres, ``uniform`` outside their hull;
 - ``tesla``: TESLA's histology-weighted inverse-distance imputation (Hu et al., Cell Systems 2023),
   its defaults (colour window 50 px, power 2, 10 neighbours), with TESLA's own colour features.
 """
@@ -28,6 +29,7 @@ from diffst_sc.metrics import (
     interval_coverage,
     renormalisation_factors,
     renormalise_to_blocks,
+    uncertainty_gain,
 )
 
 HR_TABLE = "hr_table"
@@ -81,6 +83,26 @@ class DegradedSection:
         """``(n_lr, n_genes)`` LR counts divided by the number of children."""
         return self.lr.expression(genes) / np.maximum(self.n_children, 1)[:, None]
 
+    @property
+    def is_hex(self) -> bool:
+        """Whether the HR spots lie on Visium's hexagonal lattice (one parity of row + col)."""
+        from diffst_sc._core._lattice import is_hex_lattice
+
+        return is_hex_lattice(self.rows, self.cols)
+
+    def grid_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cell of each HR spot on the 2-D grid SSIM is computed on.
+
+        A square array (legacy ST) is its own grid. Visium's ``array_col`` steps by 2 along a row
+        (rows offset by 1), so the array grid would leave every other cell empty; the offset
+        layout ``(row, col // 2)`` gives each spot one cell, its two row neighbours the cells
+        beside it and its four neighbours in the rows above and below the cell straight
+        above/below and one of the cells beside that: the hexagon sheared by half a cell.
+        """
+        if self.is_hex:
+            return self.rows, np.asarray(self.cols) // 2
+        return self.rows, self.cols
+
 
 def degrade_2x2(sdata, genes: list[str]):
     """LR pseudo-spots (2 x 2 blocks of the array) and the HR truth, for ``genes``."""
@@ -118,6 +140,8 @@ def bicubic(lr_sdata, genes: list[str], *, min_mask: float = 0.2) -> np.ndarray:
     from scipy import ndimage
 
     sec = DegradedSection.from_sdata(lr_sdata)
+    if sec.is_hex:
+        return _scattered_cubic(sec, genes)
     f = sec.factor
     values = np.log1p(sec.lr_per_child(genes).astype(np.float64))
     # Every child of a block has the same array position // f: that is the block's lattice cell.
@@ -140,6 +164,24 @@ def bicubic(lr_sdata, genes: list[str], *, min_mask: float = 0.2) -> np.ndarray:
     out = np.stack([ndimage.map_coordinates(g, at, order=3, mode="nearest") for g in grid], 1)
     out = out / np.maximum(m, min_mask)[:, None]
     out = np.where(m[:, None] < min_mask, values[sec.block], out)
+    return np.expm1(np.clip(out, 0, None))
+
+
+def _scattered_cubic(sec: DegradedSection, genes: list[str]) -> np.ndarray:
+    """``bicubic`` on a hexagonal lattice: cubic interpolation of the pseudo-spots' centres.
+
+    The same log1p values per child as on a square array, interpolated with scipy's
+    ``griddata`` (piecewise cubic, Clough-Tocher, on the Delaunay triangles of the pseudo-spot
+    centres) at the HR spots' centres; outside the centres' convex hull, where it gives no
+    value, the uniform copy.
+    """
+    from scipy.interpolate import griddata
+
+    values = np.log1p(sec.lr_per_child(genes).astype(np.float64))
+    has_child = sec.n_children > 0
+    out = griddata(sec.lr.centres_px[has_child], values[has_child], sec.hr.centres_px,
+                   method="cubic")
+    out = np.where(np.isnan(out), values[sec.block], out)
     return np.expm1(np.clip(out, 0, None))
 
 
@@ -320,8 +362,9 @@ def score_predictions(lr_sdata, pred_counts: np.ndarray, genes: list[str]) -> di
                          f"({sec.hr.n_spots} HR spots, {len(genes)} genes).")
     pred = renormalise_to_blocks(pred_counts, sec.block, sec.lr.expression(genes))
     truth = sec.hr.expression(genes).astype(np.float64)
+    rows, cols = sec.grid_positions()
     per_gene = expression_scores(np.log1p(truth), np.log1p(pred), block=sec.block,
-                                 rows=sec.rows, cols=sec.cols)
+                                 rows=rows, cols=cols)
     out = {name: gene_mean(v) for name, v in per_gene.items()}
     out["n_genes"] = int(np.isfinite(per_gene["PCC"]).sum())
     out["per_gene"] = {name: [None if not np.isfinite(x) else float(x) for x in v]
@@ -329,14 +372,13 @@ def score_predictions(lr_sdata, pred_counts: np.ndarray, genes: list[str]) -> di
     return out
 
 
-def interval_coverage_at_spots(lr_sdata, mean_counts: np.ndarray, std_counts: np.ndarray,
-                               genes: list[str], interval: float = 0.9) -> np.ndarray:
-    """Coverage of a Gaussian interval at the HR spots, after the protocol's renormalisation.
+def rescaled_at_spots(lr_sdata, mean_counts: np.ndarray, std_counts: np.ndarray,
+                      genes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truth, mean and std at the HR spots, the mean and std rescaled as the protocol's step 5.
 
-    The interval is ``mean +- z * std`` (``z = 1.645`` for 90%), both rescaled by the factor that
-    makes each block's children sum to the block's counts (as in ``score_predictions``), the
-    lower bound clipped at 0; a block predicted as all-zero gets the equal split and no spread.
-    This is ``ds.tl.evaluate``'s coverage on spot truth.
+    Both are multiplied by the factor that makes each block's children sum to the block's
+    counts (as in ``score_predictions``); a block predicted as all-zero gets the equal split
+    and no spread. This is how ``ds.tl.evaluate`` reads an uncertainty on spot truth.
 
     Parameters
     ----------
@@ -347,16 +389,12 @@ def interval_coverage_at_spots(lr_sdata, mean_counts: np.ndarray, std_counts: np
         layers averaged over each spot's disc), in ``hr_table``'s order.
     genes
         The genes of the columns.
-    interval
-        Nominal probability of the interval.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_genes,)`` fraction of HR spots whose measured counts lie in the interval.
+    truth, mean, std
+        ``(n_hr, n_genes)`` counts.
     """
-    from scipy.stats import norm
-
     sec = DegradedSection.from_sdata(lr_sdata)
     mean = np.asarray(mean_counts, dtype=np.float64)
     std = np.asarray(std_counts, dtype=np.float64)
@@ -369,7 +407,49 @@ def interval_coverage_at_spots(lr_sdata, mean_counts: np.ndarray, std_counts: np
     lr_counts = sec.lr.expression(genes)
     pred = renormalise_to_blocks(mean, sec.block, lr_counts)
     factor, _ = renormalisation_factors(mean, sec.block, lr_counts)
-    z = float(norm.ppf(0.5 + interval / 2))
-    spread = np.where(np.isnan(factor), 0.0, z * std * np.nan_to_num(factor))
-    truth = sec.hr.expression(genes).astype(np.float64)
+    std = np.where(np.isnan(factor), 0.0, std * np.nan_to_num(factor))
+    return sec.hr.expression(genes).astype(np.float64), pred, std
+
+
+def interval_coverage_at_spots(lr_sdata, mean_counts: np.ndarray, std_counts: np.ndarray,
+                               genes: list[str], interval: float = 0.9) -> np.ndarray:
+    """Coverage of a Gaussian interval at the HR spots, after the protocol's renormalisation.
+
+    The interval is ``mean +- z * std`` (``z = 1.645`` for 90%), both rescaled as in
+    :func:`rescaled_at_spots`, the lower bound clipped at 0. This is ``ds.tl.evaluate``'s
+    coverage on spot truth.
+
+    Parameters
+    ----------
+    lr_sdata, mean_counts, std_counts, genes
+        As for :func:`rescaled_at_spots`.
+    interval
+        Nominal probability of the interval.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_genes,)`` fraction of HR spots whose measured counts lie in the interval.
+    """
+    from scipy.stats import norm
+
+    truth, pred, std = rescaled_at_spots(lr_sdata, mean_counts, std_counts, genes)
+    spread = float(norm.ppf(0.5 + interval / 2)) * std
     return interval_coverage(truth, np.clip(pred - spread, 0, None), pred + spread)
+
+
+def uncertainty_gain_at_spots(lr_sdata, mean_counts: np.ndarray, std_counts: np.ndarray,
+                              genes: list[str]) -> np.ndarray:
+    """unc_gain (``BENCHMARK.md``, Uncertainty) at the HR spots, per gene.
+
+    ``diffst_sc.metrics.uncertainty_gain`` of the measured counts under the mean and std
+    rescaled as in :func:`rescaled_at_spots` (spots whose mean is 0 are left out). This is
+    ``ds.tl.evaluate``'s ``unc_gain`` on spot truth.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_genes,)`` nats per spot; above 0 when the std follows the size of the errors
+        better than a std proportional to the mean or to its square root.
+    """
+    return uncertainty_gain(*rescaled_at_spots(lr_sdata, mean_counts, std_counts, genes))

@@ -5,7 +5,10 @@ block of the ST array summed into one pseudo-spot), each method predicts the cou
 measured spot from the pseudo-spots and the H&E, the predictions are rescaled to the blocks'
 measured counts and scored (PCC, NRMSE, SSIM, wPCC on log1p counts, averaged over genes). Diff-ST
 and its ablations also get the consistency error of the map against the pseudo-spots, the coverage
-of their 90% interval at the measured spots, and the seconds of fit + superresolve.
+of their 90% interval at the measured spots, whether their std says where the map is wrong
+(unc_gain) and the seconds of fit + superresolve. ``--swap-he`` gives each section the H&E of
+the next one in ``--sections`` (the check of ``BENCHMARK.md`` when the histology carries no
+information); ``--he-um`` resamples the H&E.
 
 Usage (from the repository root)::
 
@@ -16,6 +19,7 @@ Usage (from the repository root)::
 
 writes ``<out>.md`` (tables with the commands, machine and dates, and whether the issue's targets
 are reached) and ``<out>.json``; ``--append`` merges the new methods into an existing result.
+The tables and targets are made by ``_quality_report.py``.
 Data: Andersson et al., Nat Commun 12, 6012 (2021), in ``../shared/data/her2st``.
 """
 
@@ -37,6 +41,16 @@ import diffst_sc as ds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
+from _quality_report import (  # noqa: E402, F401 (the tables' functions, used from here too)
+    COVERAGE_RANGE,
+    RIDGES,
+    SCORES,
+    WPCC_TARGET,
+    markdown,
+    merge_records,
+    section_means,
+    target_rows,
+)
 from baselines import (  # noqa: E402
     BASELINES,
     HR_TABLE,
@@ -45,13 +59,13 @@ from baselines import (  # noqa: E402
     interval_coverage_at_spots,
     lr_input,
     score_predictions,
+    uncertainty_gain_at_spots,
 )
 
 #: The repository as the command reached it: symbolic links (``../shared`` often is one) are
 #: not followed, so that paths relative to it never name where they point on this machine.
 REPO = Path(os.path.abspath(__file__)).parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "her2st"
-SCORES = ("PCC", "NRMSE", "SSIM", "wPCC")
 DIFFST_KEY = "diffst"
 #: Nominal probability of the uncertainty interval whose coverage is reported.
 INTERVAL = 0.9
@@ -72,25 +86,26 @@ DIFFST_VARIANTS: dict[str, dict] = {
 }
 METHODS = (*BASELINES, *TRAINED_BASELINES, *DIFFST_VARIANTS)
 
-#: The quality issue's targets (means over sections; per-section comparisons with the ridges).
-WPCC_TARGET = 0.45
-COVERAGE_RANGE = (0.85, 0.95)
-RIDGES = ("ridge-colour", "ridge-histology")
-
 
 def read_genes(path: Path) -> list[str]:
     """Genes of the benchmark panel, one per line."""
     return [g.strip() for g in Path(path).read_text().splitlines() if g.strip()]
 
 
-def load_section(data_dir: Path, name: str, he_um: float | None = None):
-    """The measured section as SpatialData; with ``he_um``, its H&E resampled to that pixel size.
+def load_section(data_dir: Path, name: str, he_um: float | None = None,
+                 he_from: str | None = None):
+    """The measured section as SpatialData, with its H&E resampled or another section's.
 
-    The coarse copy is what a user with only a hires image has: the H&E written at ``he_um``
-    micrometres per pixel (area-averaged), the spots' pixel positions scaled with it and the
-    pixel size recorded on reading (``microns_per_pixel=``).
+    With ``he_um``, the coarse copy is what a user with only a hires image has: the H&E written
+    at ``he_um`` micrometres per pixel (area-averaged), the spots' pixel positions scaled with
+    it and the pixel size recorded on reading (``microns_per_pixel=``). With ``he_from``, the
+    image is section ``he_from``'s H&E resized to this section's own image's shape (then
+    resampled as above with ``he_um``); the spots, their pixel positions and the counts stay
+    this section's: an image that says nothing true about these spots (``BENCHMARK.md``, "When
+    the histology carries no information"). Either way the section is written to a temporary
+    folder and read with ``ds.io.read_legacy_st``, as a user's would be.
     """
-    if he_um is None:
+    if he_um is None and he_from in (None, name):
         return ds.io.read_legacy_st(data_dir / name)
     import shutil
     import tempfile
@@ -102,18 +117,34 @@ def load_section(data_dir: Path, name: str, he_um: float | None = None):
 
     src = data_dir / name
     spots = pd.read_csv(src / "spots.tsv", sep="\t")
-    # The reader's own estimate of the full image's pixel size (200 um ST spacing).
-    full_um = 200.0 / pixels_per_array_step(spots[spots["selected"] == 1])
-    f = full_um / he_um
-    tmp = Path(tempfile.mkdtemp(prefix=f"{name}_{he_um:g}um_"))
+    f = 1.0
+    if he_um is not None:
+        # The reader's own estimate of the full image's pixel size (200 um ST spacing).
+        f = 200.0 / pixels_per_array_step(spots[spots["selected"] == 1]) / he_um
+    tag = (f"_{he_um:g}um" if he_um is not None else "") + (f"_he{he_from}" if he_from else "")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}{tag}_"))
     Image.MAX_IMAGE_PIXELS = None
-    with Image.open(src / "he.jpg") as im:
-        im.convert("RGB").resize((round(im.width * f), round(im.height * f)),
-                                 Image.Resampling.BOX).save(tmp / "he.png")
+    with Image.open(src / "he.jpg") as own:
+        size = (round(own.width * f), round(own.height * f))
+    with Image.open(data_dir / (he_from or name) / "he.jpg") as im:
+        # Area averages when coarsening; Lanczos to reshape another section's image.
+        method = Image.Resampling.BOX if he_um is not None else Image.Resampling.LANCZOS
+        image = im.convert("RGB").resize(size, method)
+    # A full-resolution image goes back to JPEG as it came (PNG takes 15 times longer).
+    image_file = "he.png" if he_um is not None else "he.jpg"
+    image.save(tmp / image_file, **({} if he_um is not None else {"quality": 95}))
     spots[["pixel_x", "pixel_y"]] = spots[["pixel_x", "pixel_y"]] * f
     spots.to_csv(tmp / "spots.tsv", sep="\t", index=False)
     shutil.copy(src / "counts.tsv.gz", tmp / "counts.tsv.gz")
-    return ds.io.read_legacy_st(tmp, name=name, microns_per_pixel=he_um, image_file="he.png")
+    return ds.io.read_legacy_st(tmp, name=name, microns_per_pixel=he_um, image_file=image_file)
+
+
+def swap_sources(sections: list[str]) -> dict[str, str]:
+    """Whose H&E each section gets with ``--swap-he``: the next section's, cyclically."""
+    if len(set(sections)) < 2:
+        raise ValueError("--swap-he gives each section another section's H&E: name at least "
+                         "two different sections.")
+    return {n: sections[(i + 1) % len(sections)] for i, n in enumerate(sections)}
 
 
 def hr_footprints(lr_sdata) -> tuple[np.ndarray, float, str]:
@@ -234,17 +265,24 @@ def predict(method: str, lr_sdata, genes, *, setting, others, diffst_kw):
     raise ValueError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
 
 
-def score_method(method: str, lr_sdata, genes, *, setting, others, diffst_kw) -> dict:
+def score_method(method: str, lr_sdata, genes, *, setting, others, diffst_kw,
+                 keep: dict | None = None) -> dict:
     """Predict with one method and score it: the protocol's scores, seconds and, for Diff-ST,
-    consistency error, coverage of the 90% interval and the run's options."""
+    consistency error, coverage of the 90% interval, unc_gain and the run's options
+    (``keep``, a dict, also receives the prediction under the method's name)."""
     t0 = time.perf_counter()
     pred = predict(method, lr_sdata, genes, setting=setting, others=others, diffst_kw=diffst_kw)
     seconds = time.perf_counter() - t0
+    if keep is not None:
+        keep[method] = pred
     if isinstance(pred, DiffSTPrediction):
         r = score_predictions(lr_sdata, pred.mean, genes)
         cov = interval_coverage_at_spots(lr_sdata, pred.mean, pred.std, genes, INTERVAL)
         r["coverage"] = float(np.nanmean(cov))
         r["per_gene"]["coverage"] = [float(c) for c in cov]
+        gain = uncertainty_gain_at_spots(lr_sdata, pred.mean, pred.std, genes)
+        r["unc_gain"] = float(np.nanmean(gain)) if np.isfinite(gain).any() else None
+        r["per_gene"]["unc_gain"] = [float(g) if np.isfinite(g) else None for g in gain]
         r["consistency_error"] = pred.consistency_error
         r["path_gain"] = pred.path_gain
         r["fit_seconds"] = pred.fit_seconds
@@ -257,207 +295,33 @@ def score_method(method: str, lr_sdata, genes, *, setting, others, diffst_kw) ->
     return r
 
 
-# ---------------------------------------------------------------------------------------------
-# results: means, merging, markdown
-
-
-def section_means(sections: dict) -> dict:
-    """Per method: the mean of every score over the sections that have it (and which those are)."""
-    methods = list(dict.fromkeys(m for per in sections.values() for m in per))
-    out = {}
-    for method in methods:
-        names = [n for n, per in sections.items() if method in per]
-        rs = [sections[n][method] for n in names]
-        m = {s: float(np.mean([r[s] for r in rs])) for s in SCORES}
-        for extra in ("coverage", "consistency_error", "seconds"):
-            if all(extra in r for r in rs):
-                m[extra] = float(np.mean([r[extra] for r in rs]))
-        m["sections"] = names
-        out[method] = m
-    return out
-
-
-def merge_records(old: dict, new: dict) -> dict:
-    """``new``'s methods added to (or replacing those of) ``old``: one table from several runs.
-
-    Raises
-    ------
-    ValueError
-        When the two were made in different settings or with different gene panels.
-    """
-    for key in ("setting", "genes", "he_um"):
-        if old.get(key) != new.get(key):
-            raise ValueError(f"Cannot append: the existing result has {key} "
-                             f"{_short(old.get(key))} and this run {_short(new.get(key))}. "
-                             "Write to another --out, or rerun with the same setting and genes.")
-    sections = {n: dict(per) for n, per in old["sections"].items()}
-    for n, per in new["sections"].items():
-        sections.setdefault(n, {}).update(per)
-    merged = dict(old)
-    merged["commands"] = _as_list(old, "commands", "command") + _as_list(new, "commands",
-                                                                        "command")
-    merged["dates"] = _as_list(old, "dates", "date") + _as_list(new, "dates", "date")
-    merged.pop("command", None)
-    merged.pop("date", None)
-    merged["machine"] = new["machine"]
-    merged["sections"] = sections
-    merged["mean"] = section_means(sections)
-    return merged
-
-
-def _as_list(record: dict, plural: str, singular: str) -> list:
-    if plural in record:
-        return list(record[plural])
-    return [record[singular]] if singular in record else []
-
-
-def _short(value) -> str:
-    if isinstance(value, list) and len(value) > 4:
-        return f"[{', '.join(map(str, value[:3]))}, ... ({len(value)})]"
-    return repr(value)
-
-
-def _fmt(r: dict, key: str) -> str:
-    v = r.get(key)
-    return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
-
-
-def target_rows(record: dict, single: dict | None = None) -> list[str]:
-    """The quality issue's targets for every Diff-ST variant of ``record``, reached or missed.
-
-    Per variant: mean wPCC at least :data:`WPCC_TARGET`; wPCC above both histology ridges on
-    every section; PCC, NRMSE and SSIM no worse than either ridge's on every section; the mean
-    coverage of the 90% interval in :data:`COVERAGE_RANGE`. Values rounded to three decimals
-    as shown. (``single`` is accepted for the command line's ``--single-results`` and unused.)
-    """
-    sections = record["sections"]
-    variants = [m for m in record["mean"] if m in DIFFST_VARIANTS]
-    lines = [
-        "## Targets",
-        "",
-        f"From the quality issue (setting: {record['setting']}): mean wPCC >= {WPCC_TARGET}; "
-        f"wPCC above both ridges ({', '.join(RIDGES)}) on every section; PCC, NRMSE and SSIM "
-        "no worse than either ridge's on every section; the 90% interval covering "
-        f"{COVERAGE_RANGE[0]:.0%}-{COVERAGE_RANGE[1]:.0%} of the measured spots (mean over "
-        "sections). Values rounded to three decimals as shown; a section without both ridges "
-        "is not judged.",
-        "",
-    ]
-    if not variants:
-        return lines + ["No Diff-ST result in this file yet: nothing to check.", ""]
-    head = ["method", "sections", f"mean wPCC >= {WPCC_TARGET}", "wPCC > ridges, every section",
-            "PCC/NRMSE/SSIM no worse than ridges, every section",
-            f"coverage in [{COVERAGE_RANGE[0]:.2f}, {COVERAGE_RANGE[1]:.2f}]"]
-    lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for method in variants:
-        common = [n for n, per in sections.items()
-                  if method in per and all(r in per for r in RIDGES)]
-        if not common:
-            lines.append(f"| {method} | - | " + " | ".join(
-                ["n/a: no ridges on its sections (add them with `--methods "
-                 + " ".join(RIDGES) + " --append`)"] + ["n/a"] * (len(head) - 3)) + " |")
-            continue
-        r3 = lambda n, m, k: round(float(sections[n][m][k]), 3)  # noqa: E731
-        mean_w = round(float(np.mean([sections[n][method]["wPCC"] for n in common])), 3)
-        lost_w = [n for n in common if any(r3(n, method, "wPCC") <= r3(n, r, "wPCC")
-                                           for r in RIDGES)]
-        lost_o = [f"{n} {k}" for n in common for k in ("PCC", "NRMSE", "SSIM")
-                  if any((r3(n, method, k) > r3(n, r, k)) if k == "NRMSE"
-                         else (r3(n, method, k) < r3(n, r, k)) for r in RIDGES)]
-        covs = [sections[n][method].get("coverage") for n in common]
-        cov = round(float(np.mean(covs)), 3) if all(c is not None for c in covs) else None
-        cells = [
-            _verdict(mean_w >= WPCC_TARGET, f"{mean_w:.3f}"),
-            _verdict(not lost_w, "all" if not lost_w else "not on " + ", ".join(lost_w)),
-            _verdict(not lost_o, "all" if not lost_o else "worse: " + ", ".join(lost_o)),
-            "n/a (no spread)" if cov is None else
-            _verdict(COVERAGE_RANGE[0] <= cov <= COVERAGE_RANGE[1], f"{cov:.3f}"),
-        ]
-        lines.append(f"| {method} | {', '.join(common)} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def _verdict(ok: bool, detail: str) -> str:
-    return f"{'reached' if ok else 'missed'} ({detail})"
-
-
-def markdown(record: dict, single: dict | None = None) -> str:
-    """A result record as a markdown page: commands, per-section and mean tables, targets."""
-    commands = _as_list(record, "commands", "command")
-    dates = _as_list(record, "dates", "date")
-    lines = ["# her2st quality benchmark", ""]
-    lines += [f"- command: `{c}` ({d})" for c, d in zip(commands, dates, strict=False)]
-    lines += [
-        f"- machine: {record['machine']}",
-        f"- setting: {record['setting']}; genes: {record['genes_file']} "
-        f"({record['n_genes_panel']} genes); protocol: ../shared/BENCHMARK.md",
-        "- data: her2st, Andersson et al., Nat Commun 12, 6012 (2021); H&E: "
-        + ("full resolution (about 0.69 um/px)" if record.get("he_um") is None else
-           f"resampled to {record['he_um']:g} um/px, the pixel size recorded"),
-        "- baselines uniform, bicubic and tesla are not trained: they score the same in both "
-        "settings; the ridges (`ridge-colour`: colour and stain statistics over each spot's "
-        "disc; `ridge-histology`: those over discs of 0.5, 1 and 1.5 radii plus nuclear "
-        "densities) learn within-block deviations on the section's pseudo-spots summed once "
-        "more (single) or on the other sections' measured spots (across)",
-        "- consistency: the map averaged over each pseudo-spot against its counts over the "
-        "whole disc (a block cut by the tissue's edge: its counts over the share of a full "
-        "block's spots it sums, `obs['diffst_measured_fraction']`) "
-        "(`uns['diffst']['consistency_error']`, 0 is exact); coverage: fraction of measured "
-        "spots whose counts lie in mean +- 1.645 std, both read out over the spot's disc and "
-        "rescaled like the mean (0.9 is calibrated); `diffst-regression` draws one "
-        "sample, so its std is the model's own error on its training pairs alone; seconds: fit + superresolve for Diff-ST, prediction for baselines",
-        "",
-    ]
-    variants = {m: r["options"] for per in record["sections"].values() for m, r in per.items()
-                if "options" in r}
-    if variants:
-        lines += ["Diff-ST runs (options passed to `ds.tl.fit` / `ds.tl.superresolve`):", ""]
-        lines += [f"- {m}: " + ", ".join(f"{k}={v}" for k, v in o.items())
-                  for m, o in variants.items()]
-        gains = {m: [f"{n} {per[m]['path_gain']:.2f}" for n, per in record["sections"].items()
-                     if "path_gain" in per.get(m, {})] for m in variants}
-        lines += ["", "Gain of the histology path's departures on each section "
-                  "(`uns['diffst']['path_gain']`; 1 on the section it was fitted on):", ""]
-        lines += [f"- {m}: " + ", ".join(g) for m, g in gains.items() if g]
-        lines.append("")
-    lines += ["| section | method | PCC | NRMSE | SSIM | wPCC | consistency | coverage90 | genes "
-              "| seconds |", "|" + " --- |" * 10]
-    for section, per in record["sections"].items():
-        for method, r in per.items():
-            lines.append(f"| {section} | {method} | "
-                         + " | ".join(_fmt(r, s) for s in (*SCORES, "consistency_error",
-                                                           "coverage"))
-                         + f" | {r['n_genes']} | {r['seconds']:.1f} |")
-    lines += ["", "Mean over sections:", "",
-              "| method | sections | PCC | NRMSE | SSIM | wPCC | consistency | coverage90 | "
-              "seconds |", "|" + " --- |" * 9]
-    for method, r in record["mean"].items():
-        seconds = f"{r['seconds']:.1f}" if "seconds" in r else "-"
-        lines.append(f"| {method} | {len(r['sections'])} | "
-                     + " | ".join(_fmt(r, s) for s in (*SCORES, "consistency_error", "coverage"))
-                     + f" | {seconds} |")
-    lines += [""] + target_rows(record, single)
-    return "\n".join(lines)
-
-
 def run(sections, methods, setting, genes, data_dir: Path, diffst_kw, *,
-        loaded: dict | None = None, he_um: float | None = None) -> dict:
+        loaded: dict | None = None, he_um: float | None = None,
+        swap_he: bool = False) -> dict:
     """Run the protocol; per section and method: scores, seconds and (Diff-ST) uncertainty.
 
     Parameters
     ----------
     loaded
-        Sections already read (name -> SpatialData, not modified); others are read from
+        Sections already read (name -> SpatialData, not modified), used as given (with
+        ``he_um`` or ``swap_he``, pass them already resampled or swapped); others are read from
         ``data_dir``.
+    he_um
+        Resample every H&E to this pixel size (``load_section``).
+    swap_he
+        Give each section the H&E of the next one in ``sections`` (cyclically), the training
+        sections of the across setting included; ``results["he_swap"]`` says whose.
     """
     measured = dict(loaded or {})
+    swap = swap_sources(list(sections)) if swap_he else None
 
     def section(name):
         if name not in measured:
-            measured[name] = load_section(data_dir, name, he_um)
+            measured[name] = load_section(data_dir, name, he_um,
+                                          he_from=swap[name] if swap else None)
         return measured[name]
 
-    results = {"sections": {}, "n_genes_panel": len(genes)}
+    results = {"sections": {}, "n_genes_panel": len(genes), "he_swap": swap}
     for name in sections:
         lr = degrade_2x2(section(name), genes)
         genes_s = [g for g in genes if g in set(map(str, lr.tables["table"].var_names))]
@@ -467,7 +331,8 @@ def run(sections, methods, setting, genes, data_dir: Path, diffst_kw, *,
                              diffst_kw=diffst_kw)
             results["sections"].setdefault(name, {})[method] = r
             extra = "".join(f" {k} {r[k]:.3f}" for k in ("consistency_error", "coverage",
-                                                          "path_gain") if k in r)
+                                                          "unc_gain", "path_gain")
+                            if r.get(k) is not None)
             print(f"{name:4s} {method:22s} " + " ".join(f"{s} {r[s]:.3f}" for s in SCORES)
                   + extra + f" genes {r['n_genes']} ({r['seconds']:.1f} s)", flush=True)
     results["mean"] = section_means(results["sections"])
@@ -499,7 +364,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--he-um", type=float, default=None,
                     help="resample the H&E to this many um per pixel first (e.g. 2 or 4, as a "
                          "hires-only Visium image); default: the full-resolution H&E")
+    ap.add_argument("--swap-he", action="store_true",
+                    help="give each section the H&E of the next one in --sections (cyclically; "
+                         "resized to its own image's shape), the training sections too: the "
+                         "check that no score falls below bicubic's when the image says nothing")
     a = ap.parse_args(argv)
+    if a.swap_he and len(set(a.sections)) < 2:
+        ap.error("--swap-he gives each section another section's H&E: name at least two.")
     trains = any(m in DIFFST_VARIANTS for m in a.methods)
     if a.setting == "across" and trains and len(a.sections) < 2:
         ap.error("--setting across trains on the other sections: give at least two.")
@@ -523,7 +394,8 @@ def main(argv=None) -> dict:
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     diffst_kw = {"preset": a.preset, "max_steps": a.max_steps, "n_samples": a.n_samples,
                  "steps": a.steps, "seed": a.seed}
-    results = run(a.sections, a.methods, a.setting, genes, data_dir, diffst_kw, he_um=a.he_um)
+    results = run(a.sections, a.methods, a.setting, genes, data_dir, diffst_kw, he_um=a.he_um,
+                  swap_he=a.swap_he)
     for method, m in results["mean"].items():
         print(f"MEAN {method:22s} " + " ".join(f"{s} {m[s]:.3f}" for s in SCORES))
     command = "python benchmarks/her2st_quality.py " + " ".join(

@@ -52,7 +52,8 @@ def _record(hq, results, genes, setting="single"):
 
 
 def test_modules_import():
-    for name in ("baselines", "her2st_quality", "speed", "xenium", "profiling", "ablation_seeds"):
+    for name in ("baselines", "her2st_quality", "speed", "xenium", "profiling", "ablation_seeds",
+                 "visium_quality"):
         assert callable(_module(name).main if name != "baselines" else _module(name).uniform)
 
 
@@ -78,7 +79,8 @@ def test_append_merges_methods_and_refuses_other_settings(hq, c2_results, bench_
     assert merged["mean"]["bicubic"]["wPCC"] == pytest.approx(REFERENCE_C2["bicubic"]["wPCC"])
     assert merged["commands"] == ["test", "test"]
     page = hq.markdown(merged)
-    assert "| C2 | bicubic | 0.779 | 0.132 | 0.720 | 0.317 | - | - | 100 |" in page
+    assert "| C2 | bicubic | 0.779 | 0.132 | 0.720 | 0.317 | - | - | - | 100 |" in page
+    assert "H&E swapped: no" in page
     assert "No Diff-ST result" in page
     with pytest.raises(ValueError, match="setting"):
         hq.merge_records(first, _record(hq, c2_results, bench_genes, setting="across"))
@@ -91,18 +93,28 @@ def test_targets_are_computed_from_the_numbers(hq, c2_results, bench_genes):
     ridge = {**bic, "wPCC": 0.40, "PCC": bic["PCC"] + 0.02}
     sec["ridge-colour"] = ridge
     sec["ridge-histology"] = {**ridge, "wPCC": 0.42}
-    good = {**ridge, "wPCC": 0.46, "coverage": 0.9, "consistency_error": 0.01, "options": {}}
-    bad = {**ridge, "PCC": ridge["PCC"] - 0.01, "wPCC": 0.41, "coverage": 0.5,
+    good = {**ridge, "wPCC": 0.46, "coverage": 0.9, "unc_gain": 0.08, "consistency_error": 0.01,
+            "options": {}}
+    bad = {**ridge, "PCC": ridge["PCC"] - 0.01, "wPCC": 0.41, "coverage": 0.5, "unc_gain": 0.049,
            "consistency_error": 0.01, "options": {}}
     sec.update({"diffst": good, "diffst-deep": bad})
     record["mean"] = hq.section_means(record["sections"])
-    rows = {line.split(" | ")[0].strip("| "): line for line in hq.target_rows(record)
-            if line.startswith("| diffst")}
+    targets = hq.target_rows(record)
+    rows = {}
+    for line in targets:  # the first table: against the ridges
+        if line.startswith("| diffst"):
+            rows.setdefault(line.split(" | ")[0].strip("| "), line)
     assert rows["diffst"].count("reached") == 4 and "missed" not in rows["diffst"]
     cells = rows["diffst-deep"].strip("| ").split(" | ")
     # wPCC 0.41 is under 0.45 and under ridge-histology's 0.42; its PCC is below the ridges'.
     assert [c.split(" ")[0] for c in cells[2:]] == ["missed", "missed", "missed", "missed"]
     assert "C2 PCC" in cells[4]
+    # the uncertainty table: unc_gain >= 0.05 and coverage in [0.85, 0.95] on every section
+    unc = [line.strip("| ").split(" | ") for line in targets
+           if line.startswith("| diffst") and "unc_gain" not in line and "C2 0.0" in line]
+    assert unc == [["diffst", "C2", "reached (C2 0.080)", "reached (C2 0.900)"],
+                   ["diffst-deep", "C2", "missed (C2 0.049)", "missed (C2 0.500)"]]
+    assert not any("another section's H&E" in line for line in targets)
 
 
 def test_seeds_summary_is_mean_and_sd_over_seeds_run_on_every_section(hq, c2_results,
@@ -270,3 +282,172 @@ def test_histology_ridges_reproduce_the_issue_figures_on_c2(hq, her2st_c2, bench
         pred = baselines.TRAINED_BASELINES[method](lr, bench_genes)
         got = baselines.score_predictions(lr, pred, bench_genes)["wPCC"]
         assert got == pytest.approx(want, abs=0.02), method
+
+
+# --------------------------------------------------------------------------------------------
+# uncertainty, another section's H&E, Visium CytAssist
+
+
+def _fake_diffst(hq, baselines, std_of):
+    """A stand-in for ``run_diffst``: bicubic's map as the mean, ``std_of(lr, mean, genes)``."""
+
+    def fake(lr_sdata, train, genes, **kw):
+        mean = baselines.bicubic(lr_sdata, genes)
+        return hq.DiffSTPrediction(mean, std_of(lr_sdata, mean, genes), 0.0, 1.0, 1.0)
+
+    return fake
+
+
+def _oracle_std(lr_sdata, mean, genes):
+    """A std that, once rescaled to the blocks, is the size of each spot's actual error."""
+    from diffst_sc.metrics import renormalisation_factors
+
+    sec = _module("baselines").DegradedSection.from_sdata(lr_sdata)
+    lr_counts = sec.lr.expression(genes)
+    factor, _ = renormalisation_factors(mean, sec.block, lr_counts)
+    f = np.nan_to_num(factor, nan=1.0)
+    err = np.abs(sec.hr.expression(genes) - mean * f)
+    return (err + 0.3) / np.where(f > 0, f, 1.0)
+
+
+def test_unc_gain_is_recorded_for_diffst_rows(hq, her2st_c2, bench_genes, monkeypatch):
+    """Every Diff-ST row records unc_gain (mean and per gene) next to coverage; a std that is
+    the real size of the errors reaches the target, one proportional to the mean does not."""
+    baselines = _module("baselines")
+    genes = bench_genes[:6]
+    figures = {}
+    for name, std_of in (("proportional", lambda lr, m, g: 0.5 * m), ("oracle", _oracle_std)):
+        monkeypatch.setattr(hq, "run_diffst", _fake_diffst(hq, baselines, std_of))
+        res = hq.run(["C2"], ["bicubic", "diffst"], "single", genes, Path("unused"), {},
+                     loaded={"C2": her2st_c2})
+        row = res["sections"]["C2"]["diffst"]
+        assert len(row["per_gene"]["unc_gain"]) == len(genes)
+        assert row["unc_gain"] == pytest.approx(np.mean(row["per_gene"]["unc_gain"]))
+        assert res["mean"]["diffst"]["unc_gain"] == pytest.approx(row["unc_gain"])
+        assert "unc_gain" not in res["sections"]["C2"]["bicubic"]
+        figures[name] = (res, row["unc_gain"])
+    assert figures["proportional"][1] <= 1e-9 < 0.05 < figures["oracle"][1]
+    res, gain = figures["oracle"]
+    page = hq.markdown(_record(hq, res, genes))
+    assert "| coverage90 | unc_gain | genes |" in page
+    assert f"| {gain:.3f} | 6 |" in page
+    assert f"| diffst | C2 | reached (C2 {gain:.3f}) |" in page
+
+
+def test_swap_sources_are_the_next_section_cyclically(hq):
+    assert hq.swap_sources(["B4", "C2", "C3"]) == {"B4": "C2", "C2": "C3", "C3": "B4"}
+    assert hq.swap_sources(["C2", "C3"]) == {"C2": "C3", "C3": "C2"}
+    with pytest.raises(ValueError, match="two different sections"):
+        hq.swap_sources(["C2"])
+    with pytest.raises(SystemExit):
+        hq.main(["--sections", "C2", "--swap-he", "--out", "unused"])
+
+
+def test_swapped_section_has_the_other_image_resized_and_its_own_spots(hq, her2st_dir,
+                                                                       her2st_c2):
+    from PIL import Image
+
+    swapped = hq.load_section(her2st_dir, "C2", he_from="C3")
+    own, view = ds.io.section_view(her2st_c2), ds.io.section_view(swapped)
+    assert view.image.shape == own.image.shape  # C3's image, resized to C2's 9911 x 9274
+    with Image.open(her2st_dir / "C3" / "he.jpg") as c3:
+        assert c3.size != own.image.shape[:0:-1]
+    np.testing.assert_array_equal(view.centres_px, own.centres_px)
+    assert view.microns_per_pixel == pytest.approx(own.microns_per_pixel)
+    assert view.coordinate_system == own.coordinate_system
+    x_own, x_swapped = own.adata.X, view.adata.X
+    assert (abs(x_own - x_swapped)).sum() == 0
+    # the pixels are C3's: compare the coarsest level of the pyramid with thumbnails of both
+    levels = list(swapped.images["he"].keys())
+    thumb = np.asarray(swapped.images["he"][levels[-1]]["image"].data, dtype=float)
+
+    def thumbnail(section):
+        with Image.open(her2st_dir / section / "he.jpg") as im:
+            im.draft("RGB", (im.width // 8, im.height // 8))  # a fast reduced JPEG decode
+            small = im.convert("RGB").resize(thumb.shape[:0:-1], Image.Resampling.BOX)
+        return np.moveaxis(np.asarray(small, dtype=float), -1, 0)
+
+    assert np.abs(thumb - thumbnail("C3")).mean() < 8  # about 3 grey levels
+    assert np.abs(thumb - thumbnail("C2")).mean() > 20  # about 33
+
+
+def test_swap_he_reads_every_section_with_the_next_ones_image(hq, her2st_c2, bench_genes,
+                                                               monkeypatch):
+    """Scored and training sections alike are read with the next section's H&E, once each."""
+    baselines = _module("baselines")
+    calls, trained_on = [], []
+
+    def fake_load(data_dir, name, he_um=None, he_from=None):
+        calls.append((name, he_from))
+        return her2st_c2  # any real section: only who was asked for what matters here
+
+    def fake_diffst(lr_sdata, train, genes, **kw):
+        trained_on.append(train)
+        return _fake_diffst(hq, baselines, lambda lr, m, g: np.sqrt(m))(lr_sdata, train, genes)
+
+    monkeypatch.setattr(hq, "load_section", fake_load)
+    monkeypatch.setattr(hq, "run_diffst", fake_diffst)
+    genes = bench_genes[:4]
+    res = hq.run(["C2", "C3"], ["bicubic", "diffst"], "across", genes, Path("unused"), {},
+                 swap_he=True)
+    assert sorted(calls) == [("C2", "C3"), ("C3", "C2")]
+    assert res["he_swap"] == {"C2": "C3", "C3": "C2"}
+    assert [len(t) for t in trained_on] == [1, 1] and trained_on[0][0] is her2st_c2
+    record = _record(hq, res, genes, setting="across")
+    page = hq.markdown(record)
+    assert "H&E swapped: C2 with C3's, C3 with C2's" in page
+    # bicubic's own map as the mean: no score is worse than bicubic's
+    assert "| diffst | C2, C3 | reached (all) | reached (all) | reached (all) | reached (all) | " \
+           "reached (0 of 8 worse) |" in page
+    own_images = {**_record(hq, res, genes, setting="across"), "he_swap": None}
+    with pytest.raises(ValueError, match="he_swap"):
+        hq.merge_records(own_images, record)
+
+
+def test_swap_targets_compare_every_score_with_bicubic(hq, c2_results, bench_genes):
+    record = _record(hq, c2_results, bench_genes)
+    record["he_swap"] = {"C2": "C3"}
+    bic = record["sections"]["C2"]["bicubic"]
+    # NRMSE higher is worse; wPCC lower is worse; equal after rounding is not worse
+    record["sections"]["C2"]["diffst"] = {**bic, "NRMSE": bic["NRMSE"] + 0.002,
+                                          "wPCC": bic["wPCC"] - 0.01, "PCC": bic["PCC"] + 1e-5,
+                                          "options": {}}
+    record["mean"] = hq.section_means(record["sections"])
+    lines = [line for line in hq.target_rows(record) if line.startswith("| diffst")]
+    cells = lines[-1].strip("| ").split(" | ")
+    assert [c.split(" ")[0] for c in cells[2:]] == ["reached", "missed", "reached", "missed",
+                                                    "missed"]
+    assert "C2 0.134 vs 0.132" in cells[3] and "(2 of 4 worse)" in cells[6]
+
+
+@pytest.fixture(scope="module")
+def cytassist(shared_data):
+    path = shared_data / "visium_cytassist_mouse_embryo"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return _module("visium_quality").read_slide(path)
+
+
+def test_visium_hexagons_baselines_and_record(hq, cytassist, monkeypatch):
+    """7-spot hexagons, SSIM on the offset layout, bicubic by griddata, unc_gain recorded."""
+    vq = _module("visium_quality")
+    baselines = _module("baselines")
+    genes, note = vq.choose_genes(cytassist, n_genes=5, pool=100)
+    assert len(genes) == 5 and "most variable" in note
+    lr = vq.degrade_hex(cytassist, genes)
+    sec = baselines.DegradedSection.from_sdata(lr)
+    assert sec.is_hex and sec.n_children.max() == 7
+    rows, cols = sec.grid_positions()
+    assert len(set(zip(rows, cols, strict=True))) == sec.hr.n_spots  # one cell per spot
+    monkeypatch.setattr(hq, "run_diffst", _fake_diffst(hq, baselines, lambda lr, m, g: m + 1))
+    res = vq.run(cytassist, genes, ["uniform", "bicubic", "diffst"], {})
+    got = res["sections"]["embryo"]
+    assert res["data"]["spots_per_pseudo_spot"]["7"] > 0.6 * res["data"]["n_pseudo_spots"]
+    assert got["uniform"]["wPCC"] == pytest.approx(0.0, abs=1e-12)
+    assert got["bicubic"]["wPCC"] > 0.1 and got["bicubic"]["PCC"] > got["uniform"]["PCC"]
+    assert np.isfinite(got["diffst"]["unc_gain"]) and 0 < got["diffst"]["coverage"] <= 1
+    assert set(got["diffst"]["unc_gain_reference"]) == set(vq.REFERENCE_SPREADS)
+    page = vq.markdown({"command": "test", "date": "today", "machine": "test",
+                        "data_dir": "data", "gene_choice": note, "genes": genes, **res})
+    assert "| embryo | diffst |" in page and "reached (0 of 4 worse)" in page
+    assert "unc_gain >= 0.05, every section" in page

@@ -24,6 +24,7 @@ from diffst_sc.metrics import (
     pcc,
     renormalise_to_blocks,
     ssim_on_grid,
+    uncertainty_gain,
     values_on_grid,
     within_block_pcc,
 )
@@ -157,6 +158,63 @@ def test_interval_coverage_hand_computed():
     lower = np.c_[[0.0, 2.5, 3.0, 0.0], [0.0, 1.0, -1.0, -1.0]]
     upper = np.c_[[2.0, 3.0, 3.0, 3.0], [0.0, 2.0, 1.0, 1.0]]
     np.testing.assert_allclose(interval_coverage(truth, lower, upper), [0.5, 0.75])
+
+
+def _errors_case(n=2000, genes=3, seed=0):
+    """Means, the real size of each error (unrelated to the mean) and truths drawn with it."""
+    rng = np.random.default_rng(seed)
+    mean = rng.uniform(1.0, 40.0, (n, genes))
+    err = np.exp(rng.normal(0.0, 0.8, (n, genes)))
+    return mean, err, mean + err * rng.standard_normal((n, genes))
+
+
+def test_uncertainty_gain_is_zero_for_the_trivial_shapes():
+    rng = np.random.default_rng(1)
+    mean = rng.uniform(1.0, 40.0, (3000, 2))
+    # errors that grow like the mean: a std proportional to the mean is the best trivial shape
+    truth = mean + 0.3 * mean * rng.standard_normal(mean.shape)
+    np.testing.assert_allclose(uncertainty_gain(truth, mean, 2.5 * mean), 0.0, atol=1e-12)
+    # counting noise: the square root is the better trivial shape and scores 0, the mean < 0
+    truth = rng.poisson(mean).astype(float)
+    np.testing.assert_allclose(uncertainty_gain(truth, mean, 3 * np.sqrt(mean)), 0.0,
+                               atol=1e-12)
+    assert (uncertainty_gain(truth, mean, mean) < -0.05).all()
+
+
+def test_uncertainty_gain_rewards_the_true_error_scale_and_punishes_its_inverse():
+    mean, err, truth = _errors_case()
+    good = uncertainty_gain(truth, mean, err)
+    assert (good > 0.3).all()  # about 0.8 nats per spot on this case
+    bad = uncertainty_gain(truth, mean, 1.0 / err)  # largest where the errors are smallest
+    assert (bad < -0.3).all()
+    assert gene_mean(good) > 0.3
+
+
+def test_uncertainty_gain_skips_spots_of_mean_zero():
+    mean, err, truth = _errors_case(genes=1)
+    base = uncertainty_gain(truth, mean, err)
+    # spots predicted at 0 (with any truth and any std) are left out
+    more_mean = np.r_[mean, np.zeros((50, 1))]
+    more_truth = np.r_[truth, np.full((50, 1), 1e3)]
+    more_std = np.r_[err, np.full((50, 1), 1e-9)]
+    np.testing.assert_allclose(uncertainty_gain(more_truth, more_mean, more_std), base)
+    # a gene predicted at 0 everywhere, or with no residual, has no score
+    assert np.isnan(uncertainty_gain(truth, np.zeros_like(mean), err)[0])
+    assert np.isnan(uncertainty_gain(mean, mean, err)[0])
+
+
+def test_uncertainty_gain_std_of_zero_is_floored_not_infinite():
+    mean, err, truth = _errors_case(genes=1)
+    std = err.copy()
+    std[:5] = 0.0  # exact values claimed at a few spots where the errors are not 0
+    got = uncertainty_gain(truth, mean, std)[0]
+    assert np.isfinite(got) and got < uncertainty_gain(truth, mean, err)[0] - 0.1
+    # no spread anywhere: scored as a constant std (finite, whatever it scores)
+    flat = uncertainty_gain(truth, mean, np.zeros_like(err))[0]
+    assert np.isfinite(flat)
+    assert flat == pytest.approx(uncertainty_gain(truth, mean, np.ones_like(err))[0])
+    with pytest.raises(ValueError, match="negative"):
+        uncertainty_gain(truth, mean, -err)
 
 
 def test_consistency_error_hand_computed():

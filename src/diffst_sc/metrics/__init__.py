@@ -15,10 +15,12 @@ from ._scores import (
     renormalise_to_blocks,
     scorable_genes,
     ssim_on_grid,
+    uncertainty_gain,
     values_on_grid,
     within_block_pcc,
 )
 
 __all__ = ["pcc", "nrmse", "ssim_on_grid", "within_block_pcc", "expression_scores",
-           "interval_coverage", "consistency_error", "block_means", "renormalise_to_blocks",
-           "renormalisation_factors", "scorable_genes", "values_on_grid", "gene_mean"]
+           "interval_coverage", "uncertainty_gain", "consistency_error", "block_means",
+           "renormalise_to_blocks", "renormalisation_factors", "scorable_genes", "values_on_grid",
+           "gene_mean"]

@@ -14,6 +14,9 @@ import numpy as np
 CONSTANT_STD = 1e-12
 #: Standard deviation of the Gaussian weights of SSIM, as in the benchmark protocol.
 SSIM_SIGMA = 1.5
+#: :func:`uncertainty_gain` floors a gene's std at this fraction of its mean std (a std of 0
+#: would make the Gaussian likelihood infinite).
+UNC_STD_FLOOR = 1e-3
 
 
 def _as_2d(x, name: str) -> np.ndarray:
@@ -319,6 +322,88 @@ def interval_coverage(truth: np.ndarray, lower: np.ndarray, upper: np.ndarray) -
     # interval) out.
     tol = 1e-6 * np.maximum(1.0, np.abs(truth))
     return ((truth >= lower - tol) & (truth <= upper + tol)).mean(0)
+
+
+def _shape_nll(resid: np.ndarray, sig: np.ndarray) -> float:
+    """Gaussian NLL per observation of ``resid`` under ``sig`` rescaled by its best factor.
+
+    Constants dropped: ``mean(log sig) + 0.5 * log(mean(resid^2 / sig^2))``.
+    """
+    return float(np.mean(np.log(sig)) + 0.5 * np.log(np.mean(resid**2 / sig**2)))
+
+
+def uncertainty_gain(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, *,
+                     std_floor: float = UNC_STD_FLOOR) -> np.ndarray:
+    """unc_gain: how much better a std says where the errors are than the trivial shapes, per gene.
+
+    Over the observations whose ``mean`` is positive, with residuals ``r = truth - mean``, the
+    Gaussian negative log-likelihood of ``r`` under a spread ``sig`` rescaled by its best
+    factor (so that calibration does not count, only the shape over the observations) is
+    ``nll(sig) = mean(log sig) + 0.5 * log(mean(r^2 / sig^2))`` (nats per observation,
+    constants dropped), and the gain is ``min(nll(mean), nll(sqrt(mean))) - nll(std)``: 0 for a
+    std proportional to the mean when that is the better trivial shape (it is never above 0),
+    negative for a std worse than the better of the two trivial shapes, clearly above 0 for a
+    std that follows the actual size of the errors. ``BENCHMARK.md`` (Uncertainty) defines it
+    on counts.
+
+    A std of 0 claims an exact value, which a Gaussian likelihood turns into an infinite reward
+    (residual 0) or penalty (any other residual). So each gene's std is floored at
+    ``std_floor`` times its mean over the scored observations: a std of 0 where the residual is
+    not then costs a large but finite penalty, and a std that is 0 at every scored observation
+    (no spread claimed at all) is scored as a constant std, a shape that says nothing about
+    where the errors are. Floor and score both ignore the std's units.
+
+    Parameters
+    ----------
+    truth
+        ``(n_obs, n_genes)`` measured values (counts).
+    mean, std
+        ``(n_obs, n_genes)`` predicted mean and standard deviation, in the units of ``truth``.
+    std_floor
+        Smallest std, relative to the gene's mean std over the scored observations.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_genes,)`` in nats per observation; ``NaN`` for a gene with fewer than two
+        observations of positive mean or whose residuals there are all 0 (nothing to explain).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> mean = rng.uniform(1, 50, (500, 1))
+    >>> err = rng.uniform(0.5, 5, (500, 1))  # the real size of each error, unrelated to the mean
+    >>> truth = mean + err * rng.standard_normal((500, 1))
+    >>> # counting-noise-like spread is the better trivial shape here: it scores 0
+    >>> bool(abs(uncertainty_gain(truth, mean, 3 * np.sqrt(mean))[0]) < 1e-9)
+    True
+    >>> bool(uncertainty_gain(truth, mean, err)[0] > 0.3)
+    True
+    """
+    truth, mean, std = (_as_2d(truth, "truth"), _as_2d(mean, "mean"), _as_2d(std, "std"))
+    if not truth.shape == mean.shape == std.shape:
+        raise ValueError(f"`truth` {truth.shape}, `mean` {mean.shape} and `std` {std.shape} "
+                         "must have the same shape.")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise ValueError("`mean` and `std` must be finite at every observation.")
+    if (std < 0).any():
+        raise ValueError("`std` has negative values; pass a standard deviation.")
+    if not std_floor > 0:
+        raise ValueError(f"`std_floor` must be positive, not {std_floor!r}.")
+    out = np.full(truth.shape[1], np.nan)
+    for j in range(truth.shape[1]):
+        keep = mean[:, j] > 0
+        if keep.sum() < 2:
+            continue
+        m, s = mean[keep, j], std[keep, j]
+        r = truth[keep, j] - m
+        if not np.any(r):
+            continue
+        level = s.mean()
+        sig = np.maximum(s, std_floor * level) if level > 0 else np.ones_like(s)
+        out[j] = min(_shape_nll(r, m), _shape_nll(r, np.sqrt(m))) - _shape_nll(r, sig)
+    return out
 
 
 def consistency_error(footprint_means: np.ndarray, measured: np.ndarray) -> np.ndarray:

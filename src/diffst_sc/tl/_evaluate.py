@@ -17,6 +17,7 @@ from ..metrics import (
     interval_coverage,
     renormalisation_factors,
     renormalise_to_blocks,
+    uncertainty_gain,
 )
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ GRID_TRUTH_KEY = "hr_truth"
 #: Column of the truth table giving each observation's low-resolution spot (row of ``table``).
 LR_SPOT_KEY = "lr_spot"
 #: Columns of the result, in order.
-SCORE_COLUMNS = ["PCC", "NRMSE", "SSIM", "wPCC", "coverage", "consistency_error"]
+SCORE_COLUMNS = ["PCC", "NRMSE", "SSIM", "wPCC", "coverage", "unc_gain", "consistency_error"]
 
 
 def evaluate(
@@ -51,13 +52,15 @@ def evaluate(
     transformations, converted to counts per pixel, and scored the same way (blocks: the pixels
     nearest each pseudo-spot, SSIM on the truth grid).
 
-    Two further columns: ``coverage``, the fraction of observations whose truth lies in the
+    Three further columns: ``coverage``, the fraction of observations whose truth lies in the
     central ``interval`` of a Gaussian with the layer's mean and ``images[key + "_std"]``
     (read out like the mean: averaged over the disc, which bounds the spread of the disc's mean
-    from above, and rescaled by the same factor; ``NaN`` without that layer), and
-    ``consistency_error``, the relative error of the layer averaged over the LR spots' discs
-    against their measured counts (per gene ``||m - y|| / ||y||`` over the LR spots; 0 when the
-    map integrates back exactly). NaN pixels of the layers (outside the tissue) count as 0.
+    from above, and rescaled by the same factor; ``NaN`` without that layer); ``unc_gain``,
+    whether that std says where the errors are (:func:`diffst_sc.metrics.uncertainty_gain` on
+    counts, with the same mean and std; ``NaN`` without the layer); and ``consistency_error``,
+    the relative error of the layer averaged over the LR spots' discs against their measured
+    counts (per gene ``||m - y|| / ||y||`` over the LR spots; 0 when the map integrates back
+    exactly). NaN pixels of the layers (outside the tissue) count as 0.
 
     Parameters
     ----------
@@ -84,8 +87,8 @@ def evaluate(
     pandas.DataFrame
         One row per gene plus a ``"mean"`` row (mean over the genes each score applies to;
         genes with constant truth are skipped), columns ``PCC, NRMSE, SSIM, wPCC, coverage,
-        consistency_error``. The means, the number of genes and the settings are also stored
-        in ``sdata.tables[table_key].uns[f"{key}_evaluation"]``.
+        unc_gain, consistency_error``. The means, the number of genes and the settings are also
+        stored in ``sdata.tables[table_key].uns[f"{key}_evaluation"]``.
 
     Examples
     --------
@@ -147,7 +150,7 @@ def evaluate(
         mean = _covered(footprint_means(layer, layer_to_cs, hr_centres, hr_diameter), key,
                         truth)
         pred = renormalise_to_blocks(mean, block, lr_counts)
-        lower = upper = None
+        lower = upper = std = None
         if has_std:
             std_layer, std_to_cs = _computed_layer(sdata, std_key, cs, genes)
             std = _covered(footprint_means(std_layer, std_to_cs, hr_centres, hr_diameter),
@@ -155,14 +158,16 @@ def evaluate(
             factor, _ = renormalisation_factors(mean, block, lr_counts)
             # Blocks predicted as all-zero get the equal split and no spread.
             f = np.nan_to_num(factor)
-            spread = np.where(np.isnan(factor), 0.0, z * std * f)
-            lower, upper = np.clip(pred - spread, 0, None), pred + spread
+            std = np.where(np.isnan(factor), 0.0, std * f)
+            lower, upper = np.clip(pred - z * std, 0, None), pred + z * std
         kind = "spots"
 
     per_gene = expression_scores(np.log1p(truth_counts), np.log1p(pred), block=block,
                                  rows=rows, cols=cols)
     n_genes = len(genes)
     per_gene["coverage"] = (interval_coverage(truth_counts, lower, upper) if lower is not None
+                            else np.full(n_genes, np.nan))
+    per_gene["unc_gain"] = (uncertainty_gain(truth_counts, pred, std) if std is not None
                             else np.full(n_genes, np.nan))
     per_gene["consistency_error"] = consistency
     table = pd.DataFrame({c: per_gene[c] for c in SCORE_COLUMNS}, index=pd.Index(genes,
