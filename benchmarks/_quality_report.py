@@ -282,6 +282,8 @@ def markdown(record: dict, single: dict | None = None) -> str:
                              "own image; spots, pixel positions and counts the section's own; "
                              "across sections the training sections' images swapped too)"
                              if record.get("he_swap") else "no (each section's own H&E)"),
+        *[f"- refused: {name} {method}: {msg}" for name, per in record.get("refused", {}).items()
+          for method, msg in per.items()],
         "- baselines uniform, bicubic and tesla are not trained: they score the same in both "
         "settings; the ridges (`ridge-colour`: colour and stain statistics over each spot's "
         "disc; `ridge-histology`: those over discs of 0.5, 1 and 1.5 radii plus nuclear "

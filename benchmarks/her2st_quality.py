@@ -326,9 +326,17 @@ def run(sections, methods, setting, genes, data_dir: Path, diffst_kw, *,
         lr = degrade_2x2(section(name), genes)
         genes_s = [g for g in genes if g in set(map(str, lr.tables["table"].var_names))]
         for method in methods:
-            r = score_method(method, lr, genes_s, setting=setting,
-                             others=lambda n=name: [section(o) for o in sections if o != n],
-                             diffst_kw=diffst_kw)
+            try:
+                r = score_method(method, lr, genes_s, setting=setting,
+                                 others=lambda n=name: [section(o) for o in sections if o != n],
+                                 diffst_kw=diffst_kw)
+            except ValueError as err:
+                if "lie on tissue" not in str(err):
+                    raise
+                # the tool refusing the image is an outcome the protocol allows: recorded
+                results.setdefault("refused", {}).setdefault(name, {})[method] = str(err)
+                print(f"{name:4s} {method:22s} refused: {err}", flush=True)
+                continue
             results["sections"].setdefault(name, {})[method] = r
             extra = "".join(f" {k} {r[k]:.3f}" for k in ("consistency_error", "coverage",
                                                           "unc_gain", "path_gain")

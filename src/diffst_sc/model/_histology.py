@@ -17,7 +17,16 @@ import pandas as pd
 from .._core._checks import check_unique_genes
 from .._core._view import SectionView
 from ._calibration import Calibration
-from ._data import GridSpec, apply_path, pairs_fingerprint, path_rows, section_calibration
+from ._data import (
+    GridSpec,
+    apply_path,
+    check_image_matches,
+    pair_grid,
+    pairs_fingerprint,
+    path_rows,
+    section_calibration,
+    tissue_on_grid,
+)
 from ._histology_path import ALPHAS, RANK, HistologyPath
 from ._maps import MapSection, SectionMaps
 from ._store import from_uns, prepare_folder, read_folder, to_uns, write_folder
@@ -79,6 +88,9 @@ class HistologyModel:
         """
         spec = grid_spec or GridSpec()
         genes = [str(g) for g in genes]
+        for lr_views, hr in pair_views:  # before any descriptor is computed
+            grid = pair_grid(lr_views[0], hr, spec)
+            check_image_matches(hr, grid, tissue_on_grid(hr, grid, spec))
         rows = [r for lr_views, hr in pair_views for r in path_rows(lr_views, hr, genes, spec)]
         ratio = float(np.median([hr.spot_diameter_um / lr_views[0].spot_diameter_um
                                  for lr_views, hr in pair_views]))

@@ -26,15 +26,7 @@ import scipy.sparse as sp
 
 from .._core._grid import Grid
 from ..metrics import block_means
-from ..pp import (
-    BASE_UM,
-    DESCRIPTOR_NAMES,
-    histology_descriptors,
-    nuclear_threshold,
-    section_quantities,
-    stabilise_variance,
-    working_pixel_um,
-)
+from ..pp import DESCRIPTOR_NAMES, WINDOW_BYTES, section_descriptors, stabilise_variance
 from ._calibration import Calibration, count_dispersion, histology_weights, weight_sums
 from ._ridge import Ridge
 
@@ -107,47 +99,38 @@ def _spread(deviations: np.ndarray, inside: np.ndarray) -> np.ndarray:
     return np.maximum(deviations[:, inside].std(1, dtype=np.float64), 1e-8)
 
 
+#: Spot spacings around the spots within which grid pixels are described. A pixel's cell
+#: (:func:`cells_of`) lies within one spacing of its spot, and the training pairs read one map
+#: for every phase of the pseudo-spot blocks (``path_rows``), whose spots lie within one
+#: spacing of the first phase's: the path reads no pixel farther out.
+DESCRIBED_SPACINGS = 2.0
+
+
 def descriptor_maps(view, grid: Grid, radius_um: float, *,
-                    band_um2: float = 32e6) -> np.ndarray:
+                    window_bytes: float = WINDOW_BYTES) -> np.ndarray:
     """Histology descriptors of the disc of ``radius_um`` around every grid pixel, ``(D, H, W)``.
 
-    The H&E is read at 1 um per pixel, in bands of grid rows whose windows (each band with the
-    widest disc's reach above and below) are about ``band_um2`` square micrometres, when the
-    section is larger, so that memory is bounded by a window on any slide (a her2st section is
-    one or two). Where the reach is deeper than a quarter of such a window, the band keeps half
-    of it and the window grows by the excess. The nuclear threshold is the whole section's in
-    either case.
+    Only the pixels within :data:`DESCRIBED_SPACINGS` spot spacings of a spot of ``view`` are
+    described; the others lie in no cell, and hold each descriptor's mean over the described
+    ones. The H&E is read at 1 um per pixel, or at its own pixel size where that is coarser, in
+    windows of about ``window_bytes`` around the described pixels, so that memory is bounded by
+    a window on any slide and time follows the tissue near the spots, not the grid's extent
+    (``pp.section_descriptors``). The nuclear threshold is that of all the windows.
     """
-    pixel_um = working_pixel_um(radius_um, SCALES)
-    um = grid.pixel * view.microns_per_pixel  # grid pixel in micrometres
-    reach = (max(SCALES) * radius_um + 2 * pixel_um) / view.microns_per_pixel
-    x0, x1 = grid.x0, grid.x0 + grid.width * grid.pixel
-    y_top, y_end = grid.y0, grid.y0 + grid.height * grid.pixel
-    window = band_um2 / (grid.width * um) / um  # grid rows of a window
-    # at least half the window is band: a deep reach on a wide slide would otherwise leave thin
-    # bands, most of each window read again by the next
-    rows = max(1, int(max(window - 2 * reach / grid.pixel, window / 2)))
-    bands = [(r0, min(grid.height, r0 + rows)) for r0 in range(0, grid.height, rows)]
+    from scipy.spatial import cKDTree
 
-    def read(r0, r1):
-        y0 = max(y_top, grid.y0 + r0 * grid.pixel - reach)
-        y1 = min(y_end, grid.y0 + r1 * grid.pixel + reach)
-        return (x0, y0, x1, y1), view.image_at(BASE_UM, (x0, y0, x1, y1), dtype=np.uint8)
-
-    threshold = None  # one band: the window's own, as stain_quantities takes it
-    if len(bands) > 1:
-        threshold = nuclear_threshold(read(*b)[1] for b in bands)
-    centres = grid.pixel_centres().reshape(grid.height, grid.width, 2)
-    out = np.empty((len(SCALES) * len(DESCRIPTOR_NAMES), grid.height, grid.width), np.float32)
-    for r0, r1 in bands:
-        bbox, rgb = read(r0, r1)
-        q = section_quantities(view, bbox, pixel_um, rgb=rgb, threshold=threshold)
-        del rgb
-        d = stabilise_variance(histology_descriptors(q, centres[r0:r1].reshape(-1, 2), radius_um,
-                                                     SCALES))
-        del q  # before the next band's are made: one band's quantities in memory at a time
-        out[:, r0:r1] = d.T.reshape(-1, r1 - r0, grid.width)
-    return out
+    centres = grid.pixel_centres()
+    near = cKDTree(view.centres_px).query(centres, distance_upper_bound=DESCRIBED_SPACINGS
+                                          * view.spacing_px)[0]
+    described = np.nonzero(np.isfinite(near))[0]
+    extent = (grid.x0, grid.y0, grid.x0 + grid.width * grid.pixel,
+              grid.y0 + grid.height * grid.pixel)
+    d = stabilise_variance(section_descriptors(view, centres[described], radius_um, SCALES,
+                                               extent_px=extent, window_bytes=window_bytes))
+    out = np.empty((len(SCALES) * len(DESCRIPTOR_NAMES), grid.height * grid.width), np.float32)
+    out[:] = d.mean(0)[:, None] if len(d) else 0.0
+    out[:, described] = d.T
+    return out.reshape(-1, grid.height, grid.width)
 
 
 def section_scale(descriptors: np.ndarray, cell_of: np.ndarray) -> np.ndarray:

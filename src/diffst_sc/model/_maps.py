@@ -21,7 +21,7 @@ from .._core._grid import Grid, cell_weights, coverage_matrix, normalised_rows
 from .._core._lattice import lattice_sites
 from .._core._tiles import BandBlender, gene_chunk, tile_starts, tile_window
 from .._core._view import SectionView
-from ._data import GridSpec, condition_arrays, disc_area_um2, scaler_for
+from ._data import GridSpec, check_image_matches, condition_arrays, disc_area_um2, scaler_for
 
 #: Counts over a footprint added to both sides of the correction's ratios: one count, the
 #: measurement's resolution (see ``FootprintProjection``): a spot that measured none of a gene
@@ -102,6 +102,7 @@ class MapSection:
         scaler = scaler_for(measured, genes, expression)
         arrays = condition_arrays(measured, genes, scaler, grid, spec, cells=cells,
                                   expression=expression, coverage=cov_rows)
+        check_image_matches(measured, grid, arrays.tissue)
         area = disc_area_um2(view)
         # Each spot's cell is the part of the array it stands for, around its lattice site: a
         # pseudo-spot cut by the tissue's edge sits off its block's centre, and the cell of its
@@ -198,9 +199,13 @@ class MapSection:
         dispersion = None if calibration is None else calibration.dispersion
         for g0 in range(0, g, step):
             sl = slice(g0, min(g, g0 + step))
+            cap = None
+            if resolved_ratio:
+                # no footprint the map resolves holds more than its cell's spot measured
+                cap = self.spread @ (counts_target[:, sl] / float(resolved_ratio) ** 2)
             m, s, err = project_global(raw_mean[sl].astype(np.float64),
                                        raw_std[sl].astype(np.float64), c, self.spread,
-                                       counts_target[:, sl], PSEUDO_COUNT)
+                                       counts_target[:, sl], PSEUDO_COUNT, cap=cap)
             err_sum += err
             target_sum += float(np.abs(counts_target[:, sl]).sum())
             if dispersion is None:
@@ -289,8 +294,13 @@ def with_count_spread(mean, std, dispersion, resolved_ratio=None):
     return np.sqrt(std**2 + m / ratio**2 + c * m**2)
 
 
-def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FINAL_ROUNDS):
+def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FINAL_ROUNDS,
+                   cap=None):
     """Final correction of the blended mean so each footprint matches its spot.
+
+    ``cap`` ``(H * W, G)``, when given, bounds the corrected map (the spread is scaled with
+    it): a footprint of the resolution the map resolves cannot hold more counts than the
+    spot it lies in measured, whatever the histology says.
 
     :func:`~diffst_sc._core._correction.correction_rounds` on counts. ``mean``, ``std``:
     ``(G, H, W)`` of some genes; ``coverage``: ``(spots, H*W)`` with rows summing to one;
@@ -304,6 +314,10 @@ def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FIN
     m = np.maximum(mean.reshape(g, h * w).T, least)  # (HW, G)
     m, s = correction_rounds(m, coverage, spread, np.log(np.maximum(target, 0) + pseudo), pseudo,
                              iters, floor=least, carry=std.reshape(g, h * w).T)
+    if cap is not None:
+        bounded = np.minimum(m, np.maximum(cap, least))
+        s = s * bounded / m
+        m = bounded
     err = float(np.abs(coverage @ m - target).sum())
     return m.T.reshape(g, h, w), s.T.reshape(g, h, w), err
 
