@@ -74,6 +74,9 @@ INTERVAL = 0.9
 DIFFST_VARIANTS: dict[str, dict] = {
     # The defaults: the histology path alone (a ridge fitted through the footprints).
     "diffst": {},
+    # The default fitted on the section, starting from a reference fitted on the measured spots
+    # of the other sections (leave-one-out: never the scored one); single setting only.
+    "diffst-reference": {"reference": "leave-one-out"},
     # The deep network (the cross-modal diffusion model) refining the histology path.
     "diffst-deep": {"deep": True},
     # The network without the path: the model before the histology path existed.
@@ -261,7 +264,15 @@ def predict(method: str, lr_sdata, genes, *, setting, others, diffst_kw):
         return TRAINED_BASELINES[method](lr_sdata, genes, train=train)
     if method in DIFFST_VARIANTS:
         train = [lr_input(lr_sdata)] if setting == "single" else others()
-        return run_diffst(lr_sdata, train, genes, **diffst_options(method, diffst_kw))
+        kw = diffst_options(method, diffst_kw)
+        if kw.get("reference") == "leave-one-out":
+            if setting != "single":
+                raise ValueError("diffst-reference is the single-section setting's: across "
+                                 "sections the model is fitted on the others already.")
+            others_ = others()
+            kw["reference"] = ds.tl.fit(others_ if len(others_) > 1 else others_[0],
+                                        genes=genes, progress=False)
+        return run_diffst(lr_sdata, train, genes, **kw)
     raise ValueError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
 
 

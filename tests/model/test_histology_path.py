@@ -25,19 +25,36 @@ def small_grid(demo_view):
     return Grid(full.x0 + left * full.pixel, full.y0 + top * full.pixel, full.pixel, h, w)
 
 
-def test_banded_descriptors_match_one_read(demo_view, small_grid):
-    """Reading the H&E band by band (a slide) describes the tissue as one read does."""
+def test_windowed_descriptors_match_one_read(demo_view, small_grid):
+    """Reading the H&E window by window (a slide) describes the tissue as one read does: the
+    colour means to the resize's rounding; the fractions and nuclear densities, which a pixel's
+    last 8-bit level or the threshold of all the windows (not one window's own) can flip,
+    alike."""
+    from diffst_sc.pp import DESCRIPTOR_NAMES
+
     radius = demo_view.spot_diameter_um / 2
     whole = descriptor_maps(demo_view, small_grid, radius)
-    um = small_grid.pixel * demo_view.microns_per_pixel
-    bands = descriptor_maps(demo_view, small_grid, radius,
-                            band_um2=small_grid.width * um * um * 10)  # bands of 10 rows
-    assert bands.shape == whole.shape
-    assert np.isfinite(bands).all()
-    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(bands, whole, strict=True)
-            if a.std() > 0 and b.std() > 0]
-    assert np.median(corr) > 0.99
-    assert min(corr) > 0.8
+    windows = descriptor_maps(demo_view, small_grid, radius, window_bytes=2**23)
+    assert windows.shape == whole.shape
+    assert np.isfinite(windows).all()
+    means = np.array(["mean" in n for n in DESCRIPTOR_NAMES * (len(whole) // 25)])
+    np.testing.assert_allclose(windows[means], whole[means], atol=1e-4)
+    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in
+            zip(windows[~means], whole[~means], strict=True)]
+    assert np.median(corr) > 0.999 and min(corr) > 0.95
+
+
+def test_only_pixels_near_spots_are_described(demo_view):
+    """Pixels far from every spot, which lie in no cell, are not described: they hold one value
+    per descriptor (its mean over the described pixels); the cells' pixels are described."""
+    grid = GridSpec(margin_spacings=4.0).grid_for(demo_view)
+    d = descriptor_maps(demo_view, grid, demo_view.spot_diameter_um / 4).reshape(125, -1)
+    dist = np.linalg.norm(grid.pixel_centres()[:, None] - demo_view.centres_px[None], axis=2)
+    far = dist.min(1) > 3 * demo_view.spacing_px
+    cells = cells_of(demo_view, grid) >= 0
+    assert far.sum() > 100
+    np.testing.assert_array_equal(d[:, far], np.repeat(d[:, far][:, :1], far.sum(), axis=1))
+    assert (d[:, cells].std(1) > 0).all()
 
 
 def _from_cells(values: np.ndarray, cell_of: np.ndarray) -> np.ndarray:
@@ -265,3 +282,33 @@ def test_count_dispersion_measures_the_spread_beyond_counting_noise():
     est = count_dispersion([rows], np.zeros((n, g)))
     assert est[0] < 0.02
     assert 0.05 < est[1] < est[2]
+
+
+def test_the_shipped_reference_loads_by_name_and_a_fit_starts_from_it(her2st_c2_or_demo):
+    """The her2st reference loads by name with its provenance; a fit given it records, per
+    gene, how much of it the held-out tiles kept (0 for a gene the reference lacks), and a
+    reference of another scale is refused."""
+    import copy
+    import dataclasses
+
+    ref = ds.model.HistologyModel.reference("her2st")
+    assert len(ref.genes) >= 100 and ref.training["name"] == "her2st"
+    assert "Andersson" in (ds.model.REFERENCES["her2st"])
+    with pytest.raises(KeyError, match="ships"):
+        ds.model.HistologyModel.reference("mouse")
+    sdata = copy.deepcopy(her2st_c2_or_demo)
+    genes = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP"]
+    absent = next(g for g in ds.io.section_view(sdata).genes if g not in ref.genes)
+    model = ds.tl.fit(sdata, genes=[*genes, absent], reference="her2st", progress=False)
+    strength = np.asarray(model.path.prior_strength)
+    assert strength.shape == (7,) and np.all((strength >= 0) & (strength <= 1))
+    assert strength[:6].max() > 0  # her2st's own tissue: the reference is kept for some genes
+    assert model.training["reference"] == "her2st"
+    again = ds.model.HistologyModel.from_uns(model.to_uns())
+    np.testing.assert_array_equal(again.path.prior_strength, model.path.prior_strength)
+    other = dataclasses.replace(ref.path, radius_ratio=0.3)
+    with pytest.raises(ValueError, match="same scale"):
+        ds.tl.fit(sdata, genes=genes, progress=False,
+                  reference=ds.model.HistologyModel(ref.genes, other, ref.grid_spec))
+    with pytest.raises(ValueError, match="neither a shipped reference"):
+        ds.tl.fit(sdata, genes=genes, progress=False, reference="no-such-thing")

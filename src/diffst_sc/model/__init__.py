@@ -16,12 +16,13 @@ from ._diffst_training import train_diffst
 from ._histology import HISTOLOGY_FORMAT, UNS_KEY, HistologyModel
 from ._histology_path import FootprintRows, HistologyPath, cells_of, descriptor_maps
 from ._maps import SectionMaps
+from ._reference import REFERENCES
 from ._ridge import Ridge
 
 __all__ = ["HistologyModel", "DiffST", "UNS_KEY", "GridSpec", "ExpressionScaler", "scaler_for",
            "HistologyPath", "FootprintRows", "Ridge", "SectionMaps", "descriptor_maps",
            "cells_of", "section_calibration", "Calibration", "histology_weights",
-           "count_dispersion", "train_diffst",
+           "count_dispersion", "REFERENCES", "train_diffst",
            "HISTOLOGY_FORMAT", "load"]
 
 

@@ -79,12 +79,15 @@ class HistologyModel:
 
     @classmethod
     def fit(cls, pair_views: list, genes: list[str], grid_spec: GridSpec | None = None,
-            training: dict | None = None) -> HistologyModel:
+            training: dict | None = None,
+            reference: HistologyModel | None = None) -> HistologyModel:
         """Fit on training pairs: ``[(input views, target view), ...]``, one per section.
 
         The pairs come from :func:`diffst_sc.pp.self_supervised_pairs` (a section's spots
         summed into pseudo-spots, its spots the targets) or a section with high-resolution
-        truth. Every target spot is one row of the ridge.
+        truth. Every target spot is one row of the ridge. With a ``reference`` model (e.g.
+        :meth:`reference`), each gene's fit starts from the reference's weights as far as the
+        held-out tiles support (``path.prior_strength``).
         """
         spec = grid_spec or GridSpec()
         genes = [str(g) for g in genes]
@@ -94,11 +97,34 @@ class HistologyModel:
         rows = [r for lr_views, hr in pair_views for r in path_rows(lr_views, hr, genes, spec)]
         ratio = float(np.median([hr.spot_diameter_um / lr_views[0].spot_diameter_um
                                  for lr_views, hr in pair_views]))
-        path = HistologyPath.fit(rows, ratio)
+        prior = None
         training = dict(training or {})
+        if reference is not None:
+            from ._reference import prior_for
+
+            if not np.isclose(reference.path.radius_ratio, ratio):
+                raise ValueError(
+                    f"The reference resolves footprints {reference.path.radius_ratio:g} of its "
+                    f"spots' size, these pairs {ratio:g}: a reference applies to pairs of the "
+                    "same scale (spots summed 2 x 2 or into hexagons of 7, as fit makes them).")
+            prior = prior_for(reference, genes)
+            training["reference"] = reference.training.get("name", "reference")
+        path = HistologyPath.fit(rows, ratio, prior=prior)
         if len(pair_views) == 1 and training.get("pairs", "self") == "self":
             path.fitted_on = pairs_fingerprint(pair_views[0][1], genes)
         return cls(genes, path, spec, training)
+
+    @classmethod
+    def reference(cls, name: str = "her2st") -> HistologyModel:
+        """A reference model shipped with the package, by name (:data:`~diffst_sc.model.REFERENCES`).
+
+        ``"her2st"``: fitted on the measured spots of three HER2+ breast cancer sections
+        (Andersson et al., Nat Commun 12, 6012, 2021); pass it to
+        ``ds.tl.fit(..., reference=...)`` for a section of similar tissue.
+        """
+        from ._reference import reference_folder
+
+        return cls.load(reference_folder(name))
 
     def __repr__(self) -> str:
         n = len(self.training.get("sections", [])) or 1

@@ -242,6 +242,9 @@ class HistologyPath:
     dispersion
         ``(G,)`` the spread of the target spots' counts about the held-out map beyond counting
         noise (:func:`count_dispersion`), which the uncertainty is built from.
+    prior_strength
+        ``(G,)`` how much of a reference's weights each gene's fit started from
+        (``model._reference``); ``None`` when fitted without a reference.
     """
 
     ridge: Ridge
@@ -252,10 +255,12 @@ class HistologyPath:
     fitted_on: str | None = None
     held_out_weight: list[float] | None = None
     dispersion: list[float] | None = None
+    prior_strength: list[float] | None = None
 
     @classmethod
     def fit(cls, rows: list[FootprintRows], radius_ratio: float,
-            alphas: tuple[float, ...] = ALPHAS, rank: int = RANK) -> HistologyPath:
+            alphas: tuple[float, ...] = ALPHAS, rank: int = RANK,
+            prior: Ridge | None = None) -> HistologyPath:
         """Fit through the footprints of the target spots, one row per spot and pair.
 
         The map the path adds is linear in its pixel features, so its mean over a target
@@ -266,11 +271,25 @@ class HistologyPath:
 
         The fit is the mean of reduced-rank ridges (``rank`` output directions), one per
         penalty of ``alphas``, each gene's own input penalised like the shared ones.
+
+        ``prior`` (a ridge on the same inputs, the model's genes as outputs; a reference
+        model's, see ``model._reference``) is what the penalties shrink toward instead of 0,
+        as far as the held-out tiles support for each gene.
         """
         x, own, y = _within_parents(rows)
         fold = np.concatenate([_spatial_folds(r.position) for r in rows])
+        if prior is not None:
+            from ._reference import prior_fit
+
+            return prior_fit(cls, rows, radius_ratio, x, own, y, fold, prior, alphas, rank)
         ridge = _averaged_ridge(x, own, y, alphas, rank)
         cv_error, residual_sd, sums, pred = _held_out(x, own, y, fold, alphas, rank)
+        return cls._finish(rows, radius_ratio, x, own, y, ridge, cv_error, residual_sd, sums,
+                           pred)
+
+    @classmethod
+    def _finish(cls, rows, radius_ratio, x, own, y, ridge, cv_error, residual_sd, sums, pred):
+        """The fitted path and what its held-out predictions say about it."""
         if residual_sd is None:  # too few spots for two folds: the in-sample error, smaller
             pred = np.clip(ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION)
             residual_sd = np.sqrt(((pred - y) ** 2).mean(0)).tolist()
@@ -364,7 +383,7 @@ class HistologyPath:
                 "radius_ratio": self.radius_ratio, "cv_error": self.cv_error,
                 "residual_sd": self.residual_sd, "fitted_slope": self.fitted_slope,
                 "fitted_on": self.fitted_on, "held_out_weight": self.held_out_weight,
-                "dispersion": self.dispersion}
+                "dispersion": self.dispersion, "prior_strength": self.prior_strength}
 
     @classmethod
     def from_dict(cls, d: dict) -> HistologyPath:
@@ -376,7 +395,7 @@ class HistologyPath:
         return cls(Ridge.from_dict(d["ridge"]), float(d["radius_ratio"]),
                    float(cv) if isinstance(cv, int | float) else float("nan"),
                    d.get("residual_sd"), d.get("fitted_slope"), d.get("fitted_on"),
-                   d.get("held_out_weight"), d.get("dispersion"))
+                   d.get("held_out_weight"), d.get("dispersion"), d.get("prior_strength"))
 
 
 def _within_parents(rows: list[FootprintRows]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -406,13 +425,14 @@ def _averaged_ridge(x: np.ndarray, own: np.ndarray, y: np.ndarray,
 
 
 def _held_out(x: np.ndarray, own: np.ndarray, y: np.ndarray, fold: np.ndarray,
-              alphas: tuple[float, ...], rank: int):
+              alphas: tuple[float, ...], rank: int, base=None):
     """Errors of the path's fit on each fold of tiles, fitted on the others.
 
     Returns the mean squared error with each gene's target scaled to unit variance, each
     gene's root mean squared error in model units (``nan`` and ``None`` with a single fold),
     the held-out :func:`weight_sums` and the held-out predictions (``None`` with a single
-    fold).
+    fold). ``base`` ``(shared, own)`` ``(n, G)`` each, when given, is a fixed prediction the
+    ridge is fitted on top of (on ``y`` less it); the errors are those of the sum.
     """
     sq, n = np.zeros(y.shape[1]), 0
     sums = None
@@ -421,8 +441,11 @@ def _held_out(x: np.ndarray, own: np.ndarray, y: np.ndarray, fold: np.ndarray,
         test = fold == k
         if test.all() or not test.any():
             continue
-        r = _averaged_ridge(x[~test], own[~test], y[~test], alphas, rank)
+        target = y if base is None else y - base[0] - base[1]
+        r = _averaged_ridge(x[~test], own[~test], target[~test], alphas, rank)
         shared, own_part = r.parts(x[test], own[test])
+        if base is not None:
+            shared, own_part = shared + base[0][test], own_part + base[1][test]
         pred = np.clip(shared + own_part, -MAX_DEVIATION, MAX_DEVIATION)
         held[test] = pred
         sq += ((pred - y[test]) ** 2).sum(0)

@@ -38,6 +38,7 @@ def fit(
     missing_key: str | None = LOW_COUNTS_KEY,
     pairs: str = "self",
     key_added: str = UNS_KEY,
+    reference: str | Path | HistologyModel | None = None,
     deep: bool = False,
     histology_path: bool = True,
     preset: str = "cpu-small",
@@ -99,9 +100,20 @@ def fit(
         ``tables["hr_table"]`` the truth).
     key_added
         ``uns`` key the fitted histology model is stored under.
+    reference
+        A histology model to start from: the name of one shipped with the package
+        (``"her2st"``, HER2+ breast cancer, see :meth:`~diffst_sc.model.HistologyModel.reference`),
+        a folder written by ``model.save``, or a fitted model. Each gene's fit is shrunk toward
+        the reference's weights instead of toward 0, by as much as the section's own held-out
+        tiles support (0 for a gene the reference does not help, or does not model): use it for
+        a section of a tissue like the reference's. ``None`` fits from the data alone.
     deep
-        Also train the Diff-ST network on what the histology model leaves. On the her2st
-        benchmark it makes the maps worse, not better (see ``docs/method.md``), so it is off.
+        Also train the Diff-ST network on what the histology model leaves. A fold of the
+        training pairs' tiles is held out: the network's residual is scaled by what it gains
+        there (``model.residual_scale``, 0 when nothing, with a
+        :class:`~diffst_sc.io.NetworkUninformativeWarning`), so its maps are not worse than its
+        histology model's by more than the held-out spots can tell. On the her2st benchmark it
+        gains nothing (see ``docs/method.md``), so it is off.
     histology_path
         ``False`` trains the network without a histology model under it (an ablation; needs
         ``deep=True``).
@@ -168,7 +180,9 @@ def fit(
     pair_views = _training_views(sdatas, views, supervised=pairs == "supervised",
                                  missing_key=missing_key, genes=genes)
     training = {"sections": [v.name for v in views], "pairs": pairs}
-    base = HistologyModel.fit(pair_views, genes, GridSpec(), training) if histology_path else None
+    ref = _reference_model(reference)
+    base = (HistologyModel.fit(pair_views, genes, GridSpec(), training, reference=ref)
+            if histology_path else None)
     if base is not None:
         for v in views:
             v.adata.uns[key_added] = base.to_uns()
@@ -179,12 +193,50 @@ def fit(
 
     from ..model import train_diffst
 
-    return train_diffst(pair_views, genes, base,
-                        lambda: _gene_graph(sdatas, views, genes, graph_key),
-                        preset=preset, max_steps=max_steps, batch_size=batch_size,
-                        prediction=prediction, seed=seed, device=device,
-                        checkpoint_dir=checkpoint_dir, progress=progress,
-                        training={**training, "histology_path": histology_path}, **config)
+    deep_model = train_diffst(pair_views, genes, base,
+                              lambda: _gene_graph(sdatas, views, genes, graph_key),
+                              preset=preset, max_steps=max_steps, batch_size=batch_size,
+                              prediction=prediction, seed=seed, device=device,
+                              checkpoint_dir=checkpoint_dir, progress=progress,
+                              training={**training, "histology_path": histology_path},
+                              **config)
+    _warn_if_closed(deep_model)
+    return deep_model
+
+
+def _warn_if_closed(model) -> None:
+    """Say so when the network's gate is closed: its maps will be its histology model's."""
+    from .._core._checks import NetworkUninformativeWarning
+
+    if model.base is None or model.residual_scale > 0:
+        return
+    held = model.held_out or {}
+    n = int(held.get("n_spots", 0))
+    if n:
+        what = (f"on the {n} held-out target spots of its training pairs it does not improve "
+                f"on its histology model (squared error {held['mse_network']:.3g} with its "
+                f"residual, {held['mse_base']:.3g} without)")
+    else:
+        what = "its training pairs hold no held-out tile to judge it on"
+    warnings.warn(f"The Diff-ST network adds nothing: {what}. Its residual_scale is 0, so its "
+                  "maps will be its histology model's (model.base), which needs no network. "
+                  "More training data (several sections, or supervised pairs) may help.",
+                  NetworkUninformativeWarning, stacklevel=3)
+
+
+def _reference_model(reference) -> HistologyModel | None:
+    """The reference model ``fit`` was given: by name, folder or object."""
+    if reference is None or isinstance(reference, HistologyModel):
+        return reference
+    from ..model import REFERENCES
+
+    if isinstance(reference, str) and reference in REFERENCES:
+        return HistologyModel.reference(reference)
+    if Path(reference).is_dir():
+        return HistologyModel.load(reference)
+    raise ValueError(f"reference={reference!r} is neither a shipped reference "
+                     f"({sorted(REFERENCES)}) nor a folder written by model.save(); pass one of "
+                     "those or a fitted HistologyModel.")
 
 
 def _check_options(data, image, *, deep, histology_path, preset, pairs, config) -> None:
