@@ -21,7 +21,7 @@ RIDGES = ("ridge-colour", "ridge-histology")
 #: The baseline that a Diff-ST row must not fall below with another section's H&E.
 SWAP_BASELINE = "bicubic"
 #: Besides the scores: what a record's rows may carry, averaged over sections where all have it.
-EXTRAS = ("coverage", "unc_gain", "consistency_error", "seconds")
+EXTRAS = ("coverage", "unc_gain", "consistency_error", "hotspot_share", "seconds")
 #: The tables' columns (after the section and method) and the record's keys they show.
 COLUMNS = (*SCORES, "consistency", "coverage90", "unc_gain")
 KEYS = (*SCORES, "consistency_error", "coverage", "unc_gain")
@@ -313,6 +313,13 @@ def markdown(record: dict, single: dict | None = None) -> str:
         lines += ["", "Gain of the histology path's departures on each section "
                   "(`uns['diffst']['path_gain']`; 1 on the section it was fitted on):", ""]
         lines += [f"- {m}: " + ", ".join(g) for m, g in gains.items() if g]
+        hot = {m: [f"{n} {100 * per[m]['hotspot_share']:.3f}%"
+                   for n, per in record["sections"].items()
+                   if "hotspot_share" in per.get(m, {})] for m in variants}
+        if any(hot.values()):
+            lines += ["", "Hotspots: share of the map's tissue pixels above twice the gene's "
+                      "highest input spot, mean over genes:", ""]
+            lines += [f"- {m}: " + ", ".join(h) for m, h in hot.items() if h]
         lines.append("")
     lines += section_table(record["sections"])
     lines += ["", "Mean over sections:", "",

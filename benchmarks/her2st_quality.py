@@ -187,6 +187,7 @@ class DiffSTPrediction:
     fit_seconds: float
     superresolve_seconds: float
     path_gain: float = 1.0
+    hotspot_share: float = 0.0
 
 
 def run_diffst(lr_sdata, train_sdatas, genes: list[str], *, preset: str = "cpu-small",
@@ -231,7 +232,24 @@ def run_diffst(lr_sdata, train_sdatas, genes: list[str], *, preset: str = "cpu-s
                                 channels=genes)
     uns = target.tables["table"].uns[DIFFST_KEY]
     return DiffSTPrediction(mean, std, float(uns["consistency_error"]), t1 - t0, t2 - t1,
-                            float(uns["path_gain"]))
+                            float(uns["path_gain"]), hotspot_share(target, genes))
+
+
+def hotspot_share(sdata, genes: list[str]) -> float:
+    """Share of the map's tissue pixels above twice the gene's highest input spot, over genes.
+
+    The map is in counts per input spot footprint, the unit of the spots' own counts: a pixel
+    far above every spot the section measured is a departure the spots do not support.
+    """
+    view = ds.io.section_view(sdata)
+    highest = view.footprint_expression(genes).max(0)
+    layer = sdata.images[DIFFST_KEY]
+    maps = np.asarray(layer["scale0"].image if hasattr(layer, "children") else layer)
+    inside = np.isfinite(maps).all(0) & (np.nan_to_num(maps) > 0).any(0)
+    if not inside.any():
+        return 0.0
+    return float(np.mean([(np.nan_to_num(maps[i][inside]) > 2 * highest[i]).mean()
+                          for i in range(len(genes))]))
 
 
 def diffst_options(method: str, diffst_kw: dict) -> dict:
@@ -270,6 +288,9 @@ def predict(method: str, lr_sdata, genes, *, setting, others, diffst_kw):
                 raise ValueError("diffst-reference is the single-section setting's: across "
                                  "sections the model is fitted on the others already.")
             others_ = others()
+            if not others_:
+                raise ValueError("diffst-reference fits its reference on the other sections: "
+                                 "give at least two sections.")
             kw["reference"] = ds.tl.fit(others_ if len(others_) > 1 else others_[0],
                                         genes=genes, progress=False)
         return run_diffst(lr_sdata, train, genes, **kw)
@@ -296,6 +317,7 @@ def score_method(method: str, lr_sdata, genes, *, setting, others, diffst_kw,
         r["per_gene"]["unc_gain"] = [float(g) if np.isfinite(g) else None for g in gain]
         r["consistency_error"] = pred.consistency_error
         r["path_gain"] = pred.path_gain
+        r["hotspot_share"] = pred.hotspot_share
         r["fit_seconds"] = pred.fit_seconds
         r["superresolve_seconds"] = pred.superresolve_seconds
         r["seconds"] = pred.fit_seconds + pred.superresolve_seconds
@@ -350,7 +372,8 @@ def run(sections, methods, setting, genes, data_dir: Path, diffst_kw, *,
                 continue
             results["sections"].setdefault(name, {})[method] = r
             extra = "".join(f" {k} {r[k]:.3f}" for k in ("consistency_error", "coverage",
-                                                          "unc_gain", "path_gain")
+                                                          "unc_gain", "path_gain",
+                                                          "hotspot_share")
                             if r.get(k) is not None)
             print(f"{name:4s} {method:22s} " + " ".join(f"{s} {r[s]:.3f}" for s in SCORES)
                   + extra + f" genes {r['n_genes']} ({r['seconds']:.1f} s)", flush=True)

@@ -175,9 +175,10 @@ def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypa
 
     fields = {f.name for f in dataclasses.fields(NetConfig)} | {
         f.name for f in dataclasses.fields(DiffusionConfig)}
-    fields |= {"deep", "histology_path"}  # ds.tl.fit's own switches
+    fields |= {"deep", "histology_path", "reference"}  # ds.tl.fit's own switches
     deep = {"deep": True}
-    expected = {"diffst": {}, "diffst-deep": deep,
+    expected = {"diffst": {}, "diffst-reference": {"reference": "leave-one-out"},
+                "diffst-deep": deep,
                 "diffst-deep-no-path": {**deep, "histology_path": False},
                 "diffst-deep-regression": {**deep, "deterministic": True},
                 "diffst-deep-no-disentangle": {**deep, "use_disentangle": False},
@@ -201,6 +202,8 @@ def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypa
     switches = {"deterministic", "use_disentangle", "use_cell_attention", "use_gene_graph",
                 "deep", "histology_path"}
     for name, overrides in expected.items():
+        if name == "diffst-reference":  # fits its reference on the other sections first
+            continue
         seen.clear()
         with pytest.raises(Called):
             hq.predict(name, lr, bench_genes[:5], setting="single", others=list,
