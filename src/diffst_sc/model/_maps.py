@@ -108,7 +108,15 @@ class MapSection:
         # pseudo-spot cut by the tissue's edge sits off its block's centre, and the cell of its
         # centre would take in its neighbours' spots.
         spread = cell_weights(lattice_sites(measured), view.spacing_px, grid, CORRECTION_SIGMA)
-        keep = arrays.tissue | (np.asarray(cov_all.sum(0)).reshape(grid.height, grid.width) > 0)
+        # The map covers the tissue the H&E shows near spots, and each spot's own cell (within
+        # half a spacing of it: the part of the array it stands for, where it measured tissue
+        # whatever the H&E's mask says about faint staining there).
+        from scipy.spatial import cKDTree
+
+        dist, _ = cKDTree(view.centres_px).query(grid.pixel_centres())
+        own_cell = (dist <= view.spacing_px / 2).reshape(grid.height, grid.width)
+        keep = (arrays.tissue | own_cell
+                | (np.asarray(cov_all.sum(0)).reshape(grid.height, grid.width) > 0))
         return cls(measured, list(genes), grid, scaler, arrays, area,
                    scaler.density(expression, area), cov_rows.tocsc(), spread, keep)
 
