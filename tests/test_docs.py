@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
 import subprocess
 import sys
@@ -96,3 +98,95 @@ def test_docs_build_without_warnings(tmp_path):
         assert (html / f"{page}.html").exists(), f"{page}.html was not built"
     quickstart = (html / "tutorials" / "quickstart.html").read_text()
     assert "<img" in quickstart, "the quick start page shows no figure"
+
+
+# --- the code examples of the documentation ----------------------------------------------------
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+#: Every Markdown page whose ```python blocks the suite runs, and the files those blocks read from
+#: their working folder, each a link to its dataset under ../shared/data (a page whose data are
+#: absent is skipped). Blocks of one page run in order, in one namespace, like a reader's session.
+EXAMPLE_DATA = {
+    "README.md": {"her2st": "her2st"},
+    "docs/index.md": {"her2st": "her2st"},
+    "docs/getting_started.md": {
+        "her2st": "her2st",
+        "outs": "visium_cytassist_mouse_embryo",
+        "adata.h5ad": "visium_mouse_brain_crop/test_data.h5ad",
+        "he.jpg": "visium_mouse_brain_crop/test_img.jpg",
+    },
+    "docs/cells.md": {},
+    "docs/api/index.md": {},
+}
+#: Pages the build makes (or includes) rather than a person writes.
+GENERATED = ("docs/_build/", "docs/api/generated/", "docs/tutorials/", "docs/benchmark_tables.md",
+             "docs/api/_cli_help.md")
+#: Python packages a page's examples need beyond the package's dependencies (the `doc` extra).
+EXAMPLE_IMPORTS = {"docs/cells.md": ["igraph"]}
+EXAMPLE_TIMEOUT_S = 1800
+
+#: Runs the blocks given as JSON ``[[line, code], ...]`` of the page ``argv[1]`` in one namespace;
+#: each is compiled at its line of the page, so a traceback names the page and the line.
+_RUN_BLOCKS = """
+import json, sys
+page, blocks = sys.argv[1], json.loads(sys.stdin.read())
+namespace = {"__name__": "__main__"}
+for line, code in blocks:
+    exec(compile("\\n" * (line - 1) + code, page, "exec"), namespace)
+"""
+
+
+def _pages_with_python() -> list[str]:
+    pages = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    names = [str(p.relative_to(ROOT)) for p in pages]
+    return [n for n in names if not n.startswith(GENERATED) and _python_blocks(ROOT / n)]
+
+
+def _python_blocks(page: Path) -> list[tuple[int, str]]:
+    """The ```python blocks of a Markdown page: ``(line of the first code line, code)``."""
+    blocks, lines, start = [], page.read_text().splitlines(), None
+    for i, line in enumerate(lines, start=1):
+        if start is None and line.strip() == "```python":
+            start, code = i + 1, []
+        elif start is not None and line.strip() == "```":
+            blocks.append((start, "\n".join(code) + "\n"))
+            start = None
+        elif start is not None:
+            code.append(line)
+    assert start is None, f"{page}: a ```python block is not closed"
+    return blocks
+
+
+def test_every_page_with_python_is_run():
+    # a new page with python examples must say which data its examples read
+    assert sorted(_pages_with_python()) == sorted(EXAMPLE_DATA)
+
+
+@pytest.mark.parametrize("page", sorted(EXAMPLE_DATA))
+def test_python_blocks_compile(page):
+    for line, code in _python_blocks(ROOT / page):
+        compile("\n" * (line - 1) + code, page, "exec")  # raises SyntaxError with the line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", sorted(EXAMPLE_DATA))
+def test_python_blocks_run(page, tmp_path):
+    """A page's examples run as written, in order, in a fresh Python started in an empty folder.
+
+    The names the examples read from their working folder (``"her2st/C2"``, ``"outs"``) are
+    links there to the real datasets of ../shared/data.
+    """
+    for name, dataset in EXAMPLE_DATA[page].items():
+        source = SHARED_DATA / dataset
+        if not source.exists():
+            pytest.skip(f"{page} reads {name!r}, from {source}, which is absent (the project's "
+                        "shared/data folder next to the repository)")
+        (tmp_path / name).symlink_to(source, target_is_directory=source.is_dir())
+    for module in EXAMPLE_IMPORTS.get(page, []):
+        pytest.importorskip(module, reason=f"{page} needs {module}: pip install -e '.[doc]'")
+    blocks = _python_blocks(ROOT / page)
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    run = subprocess.run([sys.executable, "-c", _RUN_BLOCKS, page], input=json.dumps(blocks),
+                         capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=EXAMPLE_TIMEOUT_S)
+    assert run.returncode == 0, f"an example of {page} fails:\n{run.stderr[-5000:]}"

@@ -25,9 +25,11 @@ NOTEBOOKS = {
     "quickstart.ipynb": [],
     "own_visium_data.ipynb": ["visium_tiny", "visium_mouse_brain_crop"],
     "xenium_benchmark.ipynb": ["xenium_breast_crop/xenium_sp_subset.zarr"],
+    "visium_cytassist.ipynb": ["visium_cytassist_mouse_embryo/filtered_feature_bc_matrix.h5"],
 }
 #: Python packages a tutorial needs beyond the package's dependencies (the `doc` extra).
-EXTRA_IMPORTS = {"quickstart.ipynb": ["igraph", "leidenalg"]}
+EXTRA_IMPORTS = {"quickstart.ipynb": ["igraph", "leidenalg"],
+                 "visium_cytassist.ipynb": ["igraph", "leidenalg"]}
 #: The small budget of the executed run; override with the same variables prefixed TEST_.
 SMALL_BUDGET = {"DIFFST_TUTORIAL_MAX_STEPS": "30", "DIFFST_TUTORIAL_N_SAMPLES": "1"}
 CELL_TIMEOUT_S = 1200

@@ -18,8 +18,9 @@ F = TypeVar("F", bound=Callable)
 PARAMETERS = {
     "table_key": "Table of the SpatialData to use; the only one, or ``\"table\"`` when there are "
                  "several, by default (see :func:`diffst_sc.io.section_view`).",
-    "image_key": "H&E image element to use; by default the largest RGB(A) image in the "
-                 "coordinate system.",
+    "image_key": "H&E image element to use; by default the finest usable image in the "
+                 "coordinate system (RGB(A) and not blank: a blank one is skipped, with a "
+                 "warning).",
     "coordinate_system": "Coordinate system relating the spots and the H&E; by default the one "
                          "they share (the full-resolution one of a Visium reader).",
     "layer": "Layer of the table holding raw counts; ``\"counts\"`` if present, else ``X``.",
@@ -27,7 +28,8 @@ PARAMETERS = {
                          "data when recorded (Space Ranger's scale factors, "
                          "``ds.io.read_legacy_st``), else guessed from the spots with a warning.",
     "img_key": "With AnnData input: the image in ``uns[\"spatial\"]`` to use as the H&E "
-               "(``\"hires\"`` by default).",
+               "(by default the finest usable one: the largest scale factor, RGB(A) and not "
+               "blank).",
     "progress": "Show a progress bar.",
 }
 _PLACEHOLDER = re.compile(r"( *)\{(\w+)\}")
