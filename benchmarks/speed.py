@@ -24,6 +24,11 @@ Usage (from the repository root)::
 writes ``<out>.md`` (tables, command, machine, date), ``<out>.json`` and ``<out>.png`` (time and
 memory against the number of spots, log-log). The speed of the co-expression graph is measured by
 ``benchmarks/coexpression_graph.py``.
+
+With ``--visium FOLDER=ID ...`` the default ``fit`` and ``superresolve`` are timed instead on
+Space Ranger folders read as users read them (``benchmarks/_speed_visium.py``), e.g. the CytAssist
+slide whose only image is a 600 px lowres one; ``--append`` and ``--label`` put runs of the code
+before and after a change in one table, ``--note`` says what else ran on the machine.
 """
 
 from __future__ import annotations
@@ -32,8 +37,6 @@ import argparse
 import gc
 import json
 import os
-import re
-import resource
 import shlex
 import subprocess
 import sys
@@ -46,138 +49,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "her2st"
-
-
-# ---------------------------------------------------------------------------------------------
-# the tiled section
-
-
-def tiled_section(section, k: int, *, he_downsample: int = 1, genes=None):
-    """A legacy ST section grown ``k x k`` times by tiling its H&E crop and its spots.
-
-    The crop is the rectangle of array positions holding the section's spots, at least one array
-    step wider on every side, starting at an even position and an even number of steps across
-    (so that every tile has the section's own 2 x 2 blocks); tile ``(ty, tx)`` shifts the crop's pixels by ``(ty * height, tx * width)`` and its
-    spots' array positions by the crop's size in array steps.
-
-    Parameters
-    ----------
-    section
-        A legacy ST section as ``ds.io.read_legacy_st`` returns it, or its folder.
-    k
-        Tiles per side.
-    he_downsample
-        Average the H&E over ``he_downsample x he_downsample`` pixels before tiling (1 keeps the
-        full resolution); the pixel size in the metadata follows.
-    genes
-        Keep only these genes in the table (all by default; library sizes then count only
-        these).
-
-    Returns
-    -------
-    spatialdata.SpatialData
-        Image ``"he"``, circles ``"spots"``, table ``"table"`` (raw counts, ``array_row``,
-        ``array_col``), in coordinate system ``"<section>_x<k>"``.
-    """
-    import diffst_sc as ds
-    from diffst_sc._core import SECTION_UNS_KEY, build_sdata
-
-    if k < 1 or he_downsample < 1:
-        raise ValueError(f"k ({k}) and he_downsample ({he_downsample}) must be >= 1.")
-    sdata = section if hasattr(section, "tables") else ds.io.read_legacy_st(section)
-    view = ds.io.section_view(sdata)
-    table = view.adata
-    genes = list(map(str, table.var_names)) if genes is None else [str(g) for g in genes]
-    x = table[:, genes].layers["counts"]
-    counts = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-    rows = table.obs["array_row"].to_numpy(int)
-    cols = table.obs["array_col"].to_numpy(int)
-    centres = np.asarray(view.centres_px, float)
-    # Pixels per array step along x (columns) and y (rows), and the pixel of array position 0.
-    a = np.c_[cols, rows, np.ones(len(rows))]
-    coef, *_ = np.linalg.lstsq(a, centres, rcond=None)
-    step_x, step_y = float(coef[0, 0]), float(coef[1, 1])
-    # Even starts keep the section's own 2 x 2 blocks (array position // 2) in every tile.
-    c0, r0 = cols.min() - 1, rows.min() - 1
-    c0, r0 = c0 - c0 % 2, r0 - r0 % 2
-    n_cols = _even(cols.max() + 1 - c0 + 1)
-    n_rows = _even(rows.max() + 1 - r0 + 1)
-    origin = np.array([c0 - 0.5, r0 - 0.5]) @ coef[:2] + coef[2]
-    width, height = round(n_cols * step_x), round(n_rows * step_y)
-    he = np.moveaxis(np.asarray(sdata.images["he"]["scale0"]["image"].data), 0, -1)
-    crop = _window(he, int(round(origin[1])), int(round(origin[0])), height, width)
-    if he_downsample > 1:
-        f = he_downsample
-        h, w = crop.shape[0] // f * f, crop.shape[1] // f * f
-        crop = crop[:h, :w].reshape(h // f, f, w // f, f, 3).mean((1, 3)).round()
-        crop = crop.astype(np.uint8)
-    ch, cw = crop.shape[:2]
-    image = np.tile(crop, (k, k, 1))
-    local = (centres - np.round(origin)) / he_downsample
-    tiles = [(ty, tx) for ty in range(k) for tx in range(k)]
-    all_centres = np.vstack([local + [tx * cw, ty * ch] for ty, tx in tiles])
-    obs_rows = np.concatenate([rows - r0 + ty * n_rows for ty, _ in tiles])
-    obs_cols = np.concatenate([cols - c0 + tx * n_cols for _, tx in tiles])
-    import pandas as pd
-
-    obs = pd.DataFrame({"array_row": obs_rows, "array_col": obs_cols},
-                       index=[f"{c}x{r}" for c, r in zip(obs_cols, obs_rows, strict=True)])
-    meta = dict(table.uns[SECTION_UNS_KEY])
-    meta["microns_per_pixel"] = float(meta["microns_per_pixel"]) * he_downsample
-    meta["spot_diameter_px"] = float(meta["spot_diameter_px"]) / he_downsample
-    name = str(meta.get("source", view.coordinate_system))
-    meta["source"] = f"{name} tiled {k} x {k}"
-    return build_sdata(counts=np.tile(counts, (k * k, 1)), genes=genes, obs=obs,
-                       centres_px=all_centres, diameter_px=meta["spot_diameter_px"],
-                       image_yxc=image, name=f"{name}_x{k}",
-                       uns={SECTION_UNS_KEY: meta})
-
-
-def _even(n: int) -> int:
-    return int(n + n % 2)
-
-
-def _window(img: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:
-    """``img[y0:y0+h, x0:x0+w]``, white where the window leaves the image."""
-    out = np.full((h, w, img.shape[2]), 255, dtype=img.dtype)
-    ys, xs = max(y0, 0), max(x0, 0)
-    ye, xe = min(y0 + h, img.shape[0]), min(x0 + w, img.shape[1])
-    if ye > ys and xe > xs:
-        out[ys - y0:ye - y0, xs - x0:xe - x0] = img[ys:ye, xs:xe]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# memory
-
-
-def current_rss_mb() -> float:
-    """Resident memory of this process now, in MiB (``nan`` off Linux)."""
-    try:
-        m = re.search(r"VmRSS:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
-        return int(m.group(1)) / 1024 if m else float("nan")
-    except OSError:
-        return float("nan")
-
-
-def reset_peak() -> bool:
-    """Reset this process's peak-memory mark (Linux); ``False`` where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb(since_reset: bool) -> float:
-    """Peak resident memory in MiB: since :func:`reset_peak` if it worked, else of the process."""
-    if since_reset:
-        m = re.search(r"VmHWM:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
-        if m:
-            return int(m.group(1)) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
-
+sys.path.insert(0, str(HERE))
+from _memory import current_rss_mb, load_average, peak_rss_mb, reset_peak  # noqa: E402
+from _speed_visium import measure_visium, visium_main  # noqa: E402
+from _tiling import tiled_section, write_store  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # one measurement (run in a fresh process)
@@ -188,8 +63,10 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
             in_memory: bool = False, deep: bool = False) -> dict:
     """Build the ``k x k`` section, then time and measure ``fit`` and ``superresolve`` on it.
 
-    Unless ``in_memory``, the section is written to a zarr store in a temporary folder and read
-    back, so that its H&E is read from disk as needed, as with a user's stored SpatialData.
+    Unless ``in_memory``, the section is built and written to a zarr store in a temporary folder
+    by another process, and read back here, so that its H&E is read from disk as needed and this
+    process holds what a user's holds on reading a stored SpatialData (not the H&E it was tiled
+    from, which the allocator would keep in the peaks).
     """
     import sys
     import tempfile
@@ -198,22 +75,30 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
     from diffst_sc._core import SECTION_UNS_KEY
 
     t0 = time.perf_counter()
-    base = ds.io.read_legacy_st(section_dir)
-    genes = [str(g) for g in ds.pp.select_genes(base, n_top=n_genes)]
-    sdata = tiled_section(base, k, he_downsample=he_downsample)
-    del base
-    if not in_memory:
+    if in_memory:
+        base = ds.io.read_legacy_st(section_dir)
+        genes = [str(g) for g in ds.pp.select_genes(base, n_top=n_genes)]
+        sdata = tiled_section(base, k, he_downsample=he_downsample)
+        del base
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         import spatialdata as sd
 
         # Kept until this function returns: the section is read from it lazily.
         scratch = tempfile.TemporaryDirectory(prefix="diffst-speed-")
-        sdata.write(Path(scratch.name) / "section.zarr")
-        sdata = sd.read_zarr(Path(scratch.name) / "section.zarr")
+        store = Path(scratch.name) / "section.zarr"
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            genes = pool.submit(write_store, section_dir, k, he_downsample, n_genes,
+                                store).result()
+        sdata = sd.read_zarr(store)
     view = ds.io.section_view(sdata)
     build_seconds = time.perf_counter() - t0
     gc.collect()
 
     rss_input = current_rss_mb()
+    load = load_average()
     exact = reset_peak()
     t0 = time.perf_counter()
     model = ds.tl.fit(sdata, genes=genes, preset=preset, max_steps=fit_steps, seed=seed,
@@ -265,11 +150,12 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
         "torch_threads": (sys.modules["torch"].get_num_threads() if "torch" in sys.modules
                           else None),
         "input": "in memory" if in_memory else "zarr store on disk",
+        "load_1min_before": load, "load_1min_after": load_average(),
     }
 
 
 def run_child(spec: dict) -> dict:
-    """Run :func:`measure` in a fresh Python process; its result, or the error it raised."""
+    """Run :func:`measure` (or :func:`measure_visium`) in a fresh Python process; its result."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -347,6 +233,7 @@ def markdown(record: dict) -> str:
         "resident memory during the call"
         + ("" if record["peak_since_call"] else " (ru_maxrss: includes building the input)")
         + "; HR pixels: the output grid; each measurement in a fresh process",
+        *([f"- other jobs on the machine: {record['note']}"] if record.get("note") else []),
         f"- `import diffst_sc`: {min(imp['seconds']):.2f} s (fresh processes, "
         f"{', '.join(f'{t:.2f}' for t in imp['seconds'])} s); imports torch: "
         f"{'yes' if imp['imports_torch'] else 'no'}",
@@ -436,15 +323,32 @@ def main(argv=None) -> dict:
     ap.add_argument("--in-memory", action="store_true",
                     help="keep the tiled section in memory instead of reading it from a zarr "
                          "store (then the peaks include the whole H&E)")
+    ap.add_argument("--visium", nargs="+", metavar="FOLDER=ID",
+                    help="Space Ranger folders under --visium-data and their dataset ids: time "
+                         "the default fit and superresolve on each (instead of the tiled section)")
+    ap.add_argument("--visium-data", default=str(REPO.parent / "shared" / "data"),
+                    help="folder of the --visium folders")
+    ap.add_argument("--label", default="", help="name of this run in the table (--visium)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows already in <out>.json (--visium)")
+    ap.add_argument("--note", default="", help="what else ran on the machine, for the table")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         spec = json.loads(a.child)
-        print(json.dumps(measure(Path(spec.pop("section_dir")), **spec)), flush=True)
+        if "visium_folder" in spec:
+            result = measure_visium(Path(spec["visium_folder"]), spec["dataset_id"])
+        else:
+            result = measure(Path(spec.pop("section_dir")), **spec)
+        print(json.dumps(result), flush=True)
         return {}
 
-    sys.path.insert(0, str(HERE))
     from her2st_quality import _relative, machine
+
+    command = "python benchmarks/speed.py " + " ".join(
+        shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    if a.visium:
+        return visium_main(a, command, machine(), run_child)
 
     section_dir = Path(a.data) / a.section
     common = {"section_dir": str(section_dir), "fit_steps": a.fit_steps,
@@ -470,8 +374,6 @@ def main(argv=None) -> dict:
     by_genes = [measured(a.gene_size, g) for g in a.gene_counts]
     import torch  # noqa: F401  (machine() then names torch's threads)
 
-    command = "python benchmarks/speed.py " + " ".join(
-        shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     record = {
         "command": command, "machine": machine(), "date": started,
         "settings": {"section": a.section, "data": _relative(Path(a.data)),
@@ -483,6 +385,7 @@ def main(argv=None) -> dict:
                      "input": "in memory" if a.in_memory else "zarr store on disk"},
         "import": imp, "by_size": by_size, "by_genes": by_genes,
         "peak_since_call": all(r["peak_since_call"] for r in done.values()),
+        "note": a.note,
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -107,7 +107,8 @@ def xenium_sdata(xenium_zarr):
 
 #: A tiny training and sampling budget: enough to exercise every code path on real data.
 FIT_GENES = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP", "CD74", "SCGB2A2"]
-FIT_BUDGET = {"deep": True, "max_steps": 12, "batch_size": 2, "progress": False}
+FIT_BUDGET = {"deep": True, "max_steps": 12, "batch_size": 2, "progress": False,
+              "held_out_samples": 1, "held_out_steps": 2}
 SAMPLING = {"n_samples": 2, "steps": 3, "progress": False}
 
 

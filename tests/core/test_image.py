@@ -45,3 +45,9 @@ def test_a_float_image_is_scaled_alike_in_every_strip():
     assert (out[:, 110:190] == 1).all() and (out[:, :90] == 200).all()
     unit = resample_image([img / 255.0], 1.0, 1.0, strip_bytes=3 * 200 * 40, dtype=np.uint8)
     np.testing.assert_array_equal(unit, out)
+
+
+def test_a_read_at_the_images_own_pixel_cuts_it_as_it_is(c2_levels):
+    levels, mpp = c2_levels
+    out = resample_image(levels, mpp, mpp, (100, 200, 400, 350), dtype=np.uint8)
+    np.testing.assert_array_equal(out, np.asarray(levels[0])[:3, 200:350, 100:400])

@@ -28,8 +28,7 @@ def small_grid(demo_view):
 def test_windowed_descriptors_match_one_read(demo_view, small_grid):
     """Reading the H&E window by window (a slide) describes the tissue as one read does: the
     colour means to the resize's rounding; the fractions and nuclear densities, which a pixel's
-    last 8-bit level or the threshold of all the windows (not one window's own) can flip,
-    alike."""
+    last 8-bit level can flip, alike."""
     from diffst_sc.pp import DESCRIPTOR_NAMES
 
     radius = demo_view.spot_diameter_um / 2
@@ -41,7 +40,7 @@ def test_windowed_descriptors_match_one_read(demo_view, small_grid):
     np.testing.assert_allclose(windows[means], whole[means], atol=1e-4)
     corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in
             zip(windows[~means], whole[~means], strict=True)]
-    assert np.median(corr) > 0.999 and min(corr) > 0.95
+    assert np.median(corr) > 0.999 and min(corr) > 0.98
 
 
 def test_only_pixels_near_spots_are_described(demo_view):

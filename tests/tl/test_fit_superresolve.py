@@ -324,11 +324,17 @@ def test_a_closed_gate_gives_the_base_models_map(fitted):
     at 0 the map is its histology model's, still consistent with the spots."""
     sdata, model = fitted
     ds.tl.superresolve(sdata, model.base, key_added="base", progress=False)
-    model.residual_scale = 0.0
+    kept = model.residual_scale
     try:
+        model.residual_scale = 0.0
         ds.tl.superresolve(sdata, model, key_added="gated", **SAMPLING)
-    finally:
         model.residual_scale = 1.0
+        ds.tl.superresolve(sdata, model, key_added="open", **SAMPLING)
+    finally:
+        model.residual_scale = kept
     base, gated = (np.asarray(sdata.images[k]) for k in ("base", "gated"))
     np.testing.assert_allclose(gated, base, rtol=1e-4, atol=1e-4 * base.max())
-    assert not np.allclose(np.asarray(sdata.images["diffst"]), base, rtol=1e-3)
+    assert not np.allclose(np.asarray(sdata.images["open"]), base, rtol=1e-3)
+    uns = sdata.tables["table"].uns
+    assert uns["gated"]["residual_scale"] == 0 and uns["open"]["residual_scale"] == 1
+    assert "residual_scale" not in uns["base"]

@@ -1,6 +1,7 @@
 """Training patches: crops, the 8 flips/rotations applied consistently, determinism."""
 
 import numpy as np
+import pytest
 import torch
 
 from diffst_sc.train import PatchSampler, SectionArrays, dihedral, dihedral_xy
@@ -42,3 +43,28 @@ def test_batches_are_deterministic_and_aligned():
     inside = a["weight"] > 0
     assert torch.equal(a["lr"][inside.expand_as(a["lr"])], a["x0"][inside.expand_as(a["x0"])])
     assert ((a["cell_xy"] >= 0) & (a["cell_xy"] <= 1)).all()
+
+
+def test_excluded_pixels_are_inputs_but_never_targets():
+    """Held-out pixels (``exclude``): no patch is centred on them and no patch takes them as
+    targets (each pixel's target is its own id, so any that leaked would show), while the
+    patches' inputs still show them, as they would at inference."""
+    sec = _section(h=40, w=48, g=1)
+    ids = np.arange(1, 40 * 48 + 1, dtype=np.float32).reshape(1, 40, 48)
+    sec.target, sec.lr = ids, ids.copy()
+    held = np.zeros((40, 48), bool)
+    held[8:24, 16:32] = True
+    ps = PatchSampler([sec], patch_size=16, n_cells=2, cell_size=6, batch_size=32,
+                      exclude=[held])
+    out = ids[0][held]
+    seen_as_input = 0
+    for step in range(8):
+        b = ps(step, torch.Generator().manual_seed(step))
+        x0, weight, lr = b["x0"].numpy(), b["weight"].numpy(), b["lr"].numpy()
+        assert not np.isin(x0, out).any()
+        assert (weight[np.isin(lr, out)] == 0).all()
+        seen_as_input += int(np.isin(lr, out).any())
+    assert seen_as_input > 0
+    with pytest.raises(ValueError, match="does not match"):
+        PatchSampler([sec], patch_size=16, n_cells=2, cell_size=6, batch_size=2,
+                     exclude=[held[:10]])

@@ -18,7 +18,7 @@ from _toy_training import (
 )
 from torch import nn
 
-from diffst_sc.train import TrainerConfig, fit_model, load_state, save_state
+from diffst_sc.train import StopTraining, TrainerConfig, fit_model, load_state, save_state
 
 
 def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path):
@@ -103,6 +103,22 @@ def test_resume_false_starts_afresh_and_finished_run_is_not_retrained(tmp_path):
     )
     assert fresh.resumed_from is None
     assert_same_weights(first.module, fresh.module)
+
+
+def test_a_callback_stops_training_early_and_the_stop_holds_on_resume(tmp_path):
+    """StopTraining (early stopping) ends the run at that step, as a finished one: its history
+    ends there, and a later call with the same folder trains no further."""
+
+    def stop_at_7(info):
+        if info.step == 7:
+            raise StopTraining
+
+    first = fit_model(make_model(), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path,
+                      callbacks=[stop_at_7])
+    assert first.step == 7 and first.history[-1]["step"] == 7
+    again = fit_model(make_model(seed=3), loss_fn, batch_fn, config(), checkpoint_dir=tmp_path)
+    assert again.resumed_from == 7 and again.step == 7
+    assert_same_weights(first.module, again.module)
 
 
 def test_checkpoint_is_tensor_only(tmp_path):

@@ -32,6 +32,20 @@ class HistologyUninformativeWarning(UserWarning):
     """
 
 
+class NetworkUninformativeWarning(UserWarning):
+    """A Diff-ST network adds nothing to its histology model's map on held-out tiles.
+
+    ``ds.tl.fit(..., deep=True)`` keeps a fold of the training pairs' tiles out of training and
+    scales the network's residual by what it gains there (``DiffST.residual_scale``); at 0 the
+    network's maps are its histology model's.
+
+    Examples
+    --------
+    >>> import warnings, diffst_sc as ds
+    >>> warnings.filterwarnings("ignore", category=ds.io.NetworkUninformativeWarning)
+    """
+
+
 class CoarseImageWarning(UserWarning):
     """The H&E is too coarse (over about 4 um per pixel) for its histology to resolve cells.
 

@@ -90,11 +90,12 @@ def resample_image(levels: list, microns_per_pixel: float, target_um: float,
         a1 = min(lim_y[1], int(np.ceil(yb)) + margin_y)
         win = _read_window(data, a0, b0, a1 - a0, b1 - b0, fill, to_255)
         box = (win_x[0] - b0, ya - a0, win_x[1] - b0, yb - a0)
-        strip = np.moveaxis(_resize(win, box, (out_w, o1 - o0)), -1, 0)
-        if dtype == np.uint8:
-            out[:, o0:o1] = strip
-        else:
-            np.multiply(strip, np.float32(1 / 255), out=out[:, o0:o1], casting="unsafe")
+        for c in range(3):  # one 8-bit band at a time: PIL holds RGB in 4 bytes a pixel
+            band = _resize(win[c], box, (out_w, o1 - o0))
+            if dtype == np.uint8:
+                out[c, o0:o1] = band
+            else:
+                np.multiply(band, np.float32(1 / 255), out=out[c, o0:o1], casting="unsafe")
     return out
 
 
@@ -102,8 +103,9 @@ def _resize(win: np.ndarray, box: tuple[float, float, float, float],
             size: tuple[int, int]) -> np.ndarray:
     """The ``box`` (left, top, right, bottom, in ``win``'s pixels) of ``win`` resized to ``size``.
 
-    PIL's bilinear filter widens with the reduction factor, so shrinking is anti-aliased; a box
-    of whole pixels of the output's size is cut out as it is.
+    ``win`` is one ``(h, w)`` uint8 band. PIL's bilinear filter widens with the reduction
+    factor, so shrinking is anti-aliased; a box of whole pixels of the output's size is cut out
+    as it is.
     """
     from PIL import Image
 
@@ -157,20 +159,23 @@ def _float_to_255(levels: list) -> float:
 
 def _read_window(data, a0: int, b0: int, h: int, w: int, fill: float,
                  to_255: float = 1.0) -> np.ndarray:
-    """A window of a ``(c, y, x)`` image as ``(h, w, 3)`` uint8, ``fill`` outside the image.
+    """A window of a ``(c, y, x)`` image as ``(3, h, w)`` uint8, ``fill`` outside the image.
 
     The window is rows ``a0`` to ``a0 + h`` and columns ``b0`` to ``b0 + w``; float values are
     multiplied by ``to_255`` first.
     """
     lh, lw = data.shape[1:]
-    win = np.full((h, w, 3), round(fill * 255), dtype=np.uint8)
     ca0, cb0, ca1, cb1 = max(a0, 0), max(b0, 0), min(a0 + h, lh), min(b0 + w, lw)
+    inside = (ca0, cb0, ca1, cb1) == (a0, b0, a0 + h, b0 + w)
+    # filled only where the window leaves the image: a read inside it writes every pixel
+    win = (np.empty((3, h, w), np.uint8) if inside
+           else np.full((3, h, w), round(fill * 255), dtype=np.uint8))
     if ca1 > ca0 and cb1 > cb0:
         part = data[:3, ca0:ca1, cb0:cb1]
         part = np.asarray(part.compute() if hasattr(part, "compute") else part)
         if part.dtype.kind == "f":
             part = np.clip(part * to_255, 0, 255)
-        win[ca0 - a0:ca1 - a0, cb0 - b0:cb1 - b0] = np.moveaxis(part, 0, -1).astype(np.uint8)
+        win[:, ca0 - a0:ca1 - a0, cb0 - b0:cb1 - b0] = part  # cast as astype(uint8) would
     return win
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ._calibration import Calibration, count_dispersion, histology_weights
 from ._data import ExpressionScaler, GridSpec, scaler_for, section_calibration
 from ._diffst import DiffST
+from ._diffst_gate import HeldOut
 from ._diffst_training import train_diffst
 from ._histology import HISTOLOGY_FORMAT, UNS_KEY, HistologyModel
 from ._histology_path import FootprintRows, HistologyPath, cells_of, descriptor_maps
@@ -22,7 +23,7 @@ from ._ridge import Ridge
 __all__ = ["HistologyModel", "DiffST", "UNS_KEY", "GridSpec", "ExpressionScaler", "scaler_for",
            "HistologyPath", "FootprintRows", "Ridge", "SectionMaps", "descriptor_maps",
            "cells_of", "section_calibration", "Calibration", "histology_weights",
-           "count_dispersion", "REFERENCES", "train_diffst",
+           "count_dispersion", "REFERENCES", "train_diffst", "HeldOut",
            "HISTOLOGY_FORMAT", "load"]
 
 

@@ -278,12 +278,15 @@ def _lr_arrays(view: SectionView, genes: list[str], scaler: ExpressionScaler, gr
 
 
 def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: list[str],
-                    spec: GridSpec, path=None) -> list:
+                    spec: GridSpec, path=None, *, calibration=None,
+                    spots: np.ndarray | None = None) -> list:
     """The deep network's training pairs: each LR view as input, the HR spots as the target.
 
     The LR views are e.g. pseudo-spot lattices at different phases; the pairs share the H&E
     arrays and the target. With a fitted histology ``path``, each pair's ``lr`` is the path's
-    base map and its ``target`` the residual the network learns.
+    base map (its departures weighed by ``calibration``, as the section's map weighs them) and
+    its ``target`` the residual the network learns. ``spots`` (bool over the HR spots) makes
+    the target of those spots alone (e.g. without held-out ones); all by default.
     """
     from dataclasses import replace
 
@@ -291,21 +294,34 @@ def training_arrays(lr_views: list[SectionView], hr_view: SectionView, genes: li
     scaler = scaler_for(first, genes)
     grid = pair_grid(first, hr_view, spec)
     base = condition_arrays(first, genes, scaler, grid, spec)
-    z_hr = scaler.to_model(hr_view.footprint_expression(genes), disc_area_um2(hr_view))
-    # The target is known inside the HR footprints; a narrow kernel fills their pixels.
-    sigma = max(hr_view.diameter_px / 2, grid.pixel / 2)
-    w = gaussian_weights(hr_view.centres_px, grid, sigma_px=sigma)
-    target, support = spread_values(z_hr, w, grid)
-    base.target = target
-    base.weight = np.clip(support, 0, 1)[None].astype(np.float32)
+    base.target, base.weight = target_arrays(hr_view, genes, scaler, grid, spots)
     pairs = [base] + [replace(base, lr=lr, lr_mask=lr_mask) for lr, lr_mask, _ in
                       (_lr_arrays(v, genes, scaler, grid) for v in lr_views[1:])]
     if path is not None:
         descriptors = None
         for pair, view in zip(pairs, lr_views, strict=True):
             descriptors = apply_path(pair, path, view, grid, hr_view.spot_diameter_um / 2,
-                                     descriptors)
+                                     descriptors, calibration)
     return pairs
+
+
+def target_arrays(hr_view: SectionView, genes: list[str], scaler: ExpressionScaler, grid: Grid,
+                  spots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(G, H, W)`` the HR spots' expression (model units) on ``grid``, ``(1, H, W)`` its weight.
+
+    The target is known inside the HR footprints; a narrow kernel fills their pixels. Only the
+    spots marked in ``spots`` (bool) count, all by default.
+    """
+    z_hr = scaler.to_model(hr_view.footprint_expression(genes), disc_area_um2(hr_view))
+    centres = hr_view.centres_px
+    if spots is not None:
+        z_hr, centres = z_hr[np.asarray(spots, bool)], centres[np.asarray(spots, bool)]
+    if not len(centres):
+        shape = (grid.height, grid.width)
+        return np.zeros((len(genes), *shape), np.float32), np.zeros((1, *shape), np.float32)
+    sigma = max(hr_view.diameter_px / 2, grid.pixel / 2)
+    target, support = spread_values(z_hr, gaussian_weights(centres, grid, sigma_px=sigma), grid)
+    return target, np.clip(support, 0, 1)[None].astype(np.float32)
 
 
 def _nearest(lr_view: SectionView, hr_view: SectionView) -> np.ndarray:

@@ -45,7 +45,16 @@ class DiffST:
     ----------
     residual_scale
         Factor on the network's residual before it is added to the base map: the gate that
-        decides how much of the refinement a map takes (1: all of it).
+        decides how much of the refinement a map takes (1: all of it; 0: the map is the base
+        model's, and the network is not run). :func:`~diffst_sc.model.train_diffst` sets it
+        from held-out tiles of the training pairs, in ``[0, 1]``.
+    held_out
+        What the held-out tiles said (``None`` for a network trained without them): the number
+        of held-out target spots (``n_spots``), the squared error of the base map, of the map
+        with the whole residual and of the gated one there (``mse_base``, ``mse_network``,
+        ``mse_gated``, standardised log units), ``gain`` (``mse_base - mse_gated``), the
+        checkpoint kept (``best_step``, ``best_loss``) and the held-out loss along training
+        (``losses``, ``[step, loss]`` pairs).
     history
         The training log, one entry per logged step.
     residual_sd
@@ -79,6 +88,7 @@ class DiffST:
         self.history: list[dict] = []
         self.residual_sd: list[float] | None = None
         self.residual_scale = 1.0
+        self.held_out: dict | None = None
         g = None if self.graph is None else torch.as_tensor(self.graph)
         self.module = DiffSTNet(net_config, g)
         self.diffusion = GaussianDiffusion(diffusion_config)
@@ -113,34 +123,67 @@ class DiffST:
     def predict(self, view: SectionView, *, missing=None, pixel_px: float | None = None,
                 outside: float = 0.0, n_samples: int = 8, steps: int = 20,
                 sampler: str = "ddim-eta1", seed: int = 0, device="auto", tile_size: int = 64,
-                progress: bool = True) -> SectionMaps:
+                progress: bool = True, calibration: Calibration | None = None) -> SectionMaps:
         """The section's maps: the mean and spread of ``n_samples`` samples per tile.
 
         Each sample is the base map plus ``residual_scale`` times the network's residual, every
-        denoising step projected onto the spots (with ``residual_scale=0`` the map is the base
-        model's). The same ``seed`` gives the same maps.
+        denoising step projected onto the spots. The base map is the histology model's on this
+        section: its departures weighed as the section's own pairs say (``calibration``,
+        measured unless given: ``HistologyModel.calibrate``). With ``residual_scale=0`` the
+        network is not run and the maps are the histology model's. The same ``seed`` gives the
+        same maps.
         """
+        from ._histology import warn_uninformative
+        from ._maps import MapSection
+
+        self.check_genes(view.genes)
+        scale = float(self.residual_scale)
+        network = scale != 0.0
+        if self.base is not None:
+            section, cal = self.base.prepare(view, missing, cells=network,
+                                             calibration=calibration)
+            if calibration is None:
+                warn_uninformative(cal, self.genes, section.view)
+        else:
+            section = MapSection.prepare(view, self.genes, self.grid_spec, missing,
+                                         cells=network)
+            cal = None
+        if network:
+            mean, std = self._sample(section, scale, n_samples, steps, sampler, seed, device,
+                                     tile_size, progress)
+            error = self.residual_sd
+        else:  # the gate is closed: the base's map, as the histology model makes it
+            size = section.tile_size(tile_size)
+
+            def predict(n, i, j):
+                z = section.tile_projection(i, j, size)(section.base_tile(i, j, size)[None])
+                return section.scaler.to_counts(z, section.area, gene_axis=1)
+
+            mean, _ = section.blend(predict, size, progress, desc="mapping")
+            std = np.zeros_like(mean)
+            error = self.base.residual_sd if self.base is not None else self.residual_sd
+        if error is None:
+            error = np.zeros(len(self.genes))
+        ratio = None if self.base is None else self.base.path.radius_ratio
+        return section.finish(mean, std, error, pixel_px=pixel_px, outside=outside,
+                              calibration=cal, resolved_ratio=ratio)
+
+    def _sample(self, section, scale: float, n_samples: int, steps: int, sampler: str,
+                seed: int, device, tile_size: int, progress: bool):
+        """Blended mean and spread (counts) of the samples of base + ``scale`` x residual."""
         import torch
 
         from .._core._conditions import patch_condition
         from ..schedulers import make_sampler
         from ..train import resolve_device
-        from ._maps import MapSection
 
-        self.check_genes(view.genes)
         dev = resolve_device(device)
-        if self.base is not None:  # the network learned on the base as fitted: gain 1
-            section, _ = self.base.prepare(view, missing, cells=True,
-                                           calibration=Calibration())
-        else:
-            section = MapSection.prepare(view, self.genes, self.grid_spec, missing, cells=True)
         cfg, net = self.net_config, self.module.to(dev).eval()
         net.set_active_cells(cfg.n_cells)
         size = section.tile_size(tile_size, cfg.patch_multiple)
         smp = make_sampler(sampler, self.diffusion, steps)
         g = len(self.genes)
         to_dev = lambda a: torch.from_numpy(a).to(dev)  # noqa: E731
-        scale = float(self.residual_scale)
 
         def predict(n, i, j):
             rng = np.random.default_rng([seed, n])
@@ -161,11 +204,7 @@ class DiffST:
             z = base + r if scale == 1.0 else proj(base + scale * r)
             return section.scaler.to_counts(z.cpu().numpy(), section.area, gene_axis=1)
 
-        mean, std = section.blend(predict, size, progress, desc="super-resolving")
-        error = self.residual_sd if self.residual_sd is not None else np.zeros(g)
-        ratio = None if self.base is None else self.base.path.radius_ratio
-        return section.finish(mean, std, error, pixel_px=pixel_px, outside=outside,
-                              resolved_ratio=ratio)
+        return section.blend(predict, size, progress, desc="super-resolving")
 
     # -- storage --------------------------------------------------------------------------------
 
@@ -174,7 +213,8 @@ class DiffST:
         return {"format": FORMAT, "genes": self.genes, "net": self.net_config.to_dict(),
                 "diffusion": self.diffusion_config.to_dict(), "training": self.training,
                 "history": self.history, "residual_sd": self.residual_sd,
-                "residual_scale": self.residual_scale, "graph": self.graph,
+                "residual_scale": self.residual_scale, "held_out": self.held_out,
+                "graph": self.graph,
                 "base": None if self.base is None else self.base.config()}
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -210,6 +250,7 @@ class DiffST:
         model.history = list(cfg.get("history") or [])
         model.residual_sd = cfg.get("residual_sd")
         model.residual_scale = float(cfg.get("residual_scale", 1.0))
+        model.held_out = cfg.get("held_out")
         state = load_state(path / WEIGHTS_FILE)
         bad = shape_mismatches(model.module, state)
         if bad:

@@ -115,7 +115,7 @@ def descriptor_maps(view, grid: Grid, radius_um: float, *,
     ones. The H&E is read at 1 um per pixel, or at its own pixel size where that is coarser, in
     windows of about ``window_bytes`` around the described pixels, so that memory is bounded by
     a window on any slide and time follows the tissue near the spots, not the grid's extent
-    (``pp.section_descriptors``). The nuclear threshold is that of all the windows.
+    (``pp.section_descriptors``). The nuclear threshold is that of the region the discs read.
     """
     from scipy.spatial import cKDTree
 

@@ -11,18 +11,20 @@ from ._descriptors import (
     COUNT_LIKE,
     DESCRIPTOR_NAMES,
     StainQuantities,
-    disc_means,
     histology_descriptors,
     nuclear_threshold,
+    reading_pixel_um,
     section_quantities,
     stabilise_variance,
     stain_quantities,
     working_pixel_um,
 )
+from ._discs import coarsening, disc_means, disc_reach_um
 from ._genes import DEFAULT_EXCLUDE, select_genes
 from ._low_counts import LOW_COUNTS_KEY, flag_low_count_spots, spots_to_skip
 from ._normalize import log1p_normalize, normalize
 from ._pairs import self_supervised_pairs
+from ._windows import WINDOW_BYTES, section_descriptors
 
 __all__ = [
     "select_genes",
@@ -47,4 +49,9 @@ __all__ = [
     "BASE_UM",
     "nuclear_threshold",
     "working_pixel_um",
+    "reading_pixel_um",
+    "coarsening",
+    "disc_reach_um",
+    "section_descriptors",
+    "WINDOW_BYTES",
 ]

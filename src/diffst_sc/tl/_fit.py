@@ -135,8 +135,10 @@ def fit(
     {progress}
     **config
         With ``deep=True``: overrides of the network configuration (``ds.module.NetConfig``
-        fields, e.g. ``use_gene_graph=False``) and ``deterministic=True`` for the
-        non-diffusion ablation.
+        fields, e.g. ``use_gene_graph=False``), ``deterministic=True`` for the
+        non-diffusion ablation, and ``held_out_samples``, ``held_out_steps``: the sampling of
+        the held-out maps that set the network's ``residual_scale`` (8 and 20, as
+        :func:`superresolve`'s defaults).
 
     Returns
     -------
@@ -214,8 +216,8 @@ def _warn_if_closed(model) -> None:
     n = int(held.get("n_spots", 0))
     if n:
         what = (f"on the {n} held-out target spots of its training pairs it does not improve "
-                f"on its histology model (squared error {held['mse_network']:.3g} with its "
-                f"residual, {held['mse_base']:.3g} without)")
+                f"on its histology model (squared error {held['mse_network']:.4g} with its "
+                f"residual, {held['mse_base']:.4g} without)")
     else:
         what = "its training pairs hold no held-out tile to judge it on"
     warnings.warn(f"The Diff-ST network adds nothing: {what}. Its residual_scale is 0, so its "

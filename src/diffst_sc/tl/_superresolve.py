@@ -132,11 +132,13 @@ def superresolve(
         ``n_missing_spots`` (the spots treated as missing), ``model`` (the class that made
         the maps) and ``path_gain`` (the factor the histology model's departures from the
         interpolated spots were scaled by, measured on the section's own spots summed into
-        pseudo-spots; 1 for a DiffST, which refines its base as fitted) and
-        ``histology_weight`` (per gene, in the order of ``genes``: how much of the histology's
-        departure from the interpolated spots the section's own spots, summed into
-        pseudo-spots, support; 0 where the map is the interpolation, which
-        :class:`~diffst_sc.io.HistologyUninformativeWarning` reports).
+        pseudo-spots; a DiffST's base map is scaled the same) and ``histology_weight`` (per
+        gene, in the order of ``genes``: how much of the histology's departure from the
+        interpolated spots the section's own spots, summed into pseudo-spots, support; 0
+        where the map is the interpolation, which
+        :class:`~diffst_sc.io.HistologyUninformativeWarning` reports); for a DiffST also
+        ``residual_scale`` (how much of the network's residual the map took, set by the
+        fit's held-out tiles; 0: the map is its histology model's).
 
     Examples
     --------
@@ -195,6 +197,8 @@ def superresolve(
         "missing_key": missing_key or "", "n_missing_spots": int(missing.sum()),
         "outside_tissue": "nan" if np.isnan(outside_tissue) else "0",
     }
+    if deep:  # how much of the network's residual the map took (0: the histology model's map)
+        view.adata.uns[key_added]["residual_scale"] = float(model.residual_scale)
     return None if data is sdata else sdata
 
 

@@ -4,7 +4,7 @@ Tensors in, trained modules out; no AnnData. Importing this package imports torc
 """
 
 from ._checkpoint import load_state, save_state, shape_mismatches
-from ._config import StepInfo, TrainerConfig, TrainingResult
+from ._config import StepInfo, StopTraining, TrainerConfig, TrainingResult
 from ._device import resolve_device, unwrap_module
 from ._ema import EMA
 from ._patches import PatchSampler, SectionArrays, dihedral, dihedral_xy
@@ -12,5 +12,5 @@ from ._precision import resolve_precision
 from ._trainer import fit_model
 
 __all__ = ["SectionArrays", "PatchSampler", "dihedral", "dihedral_xy", "TrainerConfig",
-           "TrainingResult", "StepInfo", "EMA", "fit_model", "resolve_precision",
+           "TrainingResult", "StepInfo", "StopTraining", "EMA", "fit_model", "resolve_precision",
            "unwrap_module", "resolve_device", "save_state", "load_state", "shape_mismatches"]

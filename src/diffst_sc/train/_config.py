@@ -150,6 +150,22 @@ class TrainerConfig:
         return cls(**dict(data))
 
 
+class StopTraining(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by a callback of :func:`fit_model` to end training after the current step.
+
+    The run ends as a finished one does: a checkpoint of the step is saved, and a later call
+    with the same ``checkpoint_dir`` does not train further. Under ``torchrun`` every process
+    must raise it at the same step (a callback deciding on values all processes share, such as
+    the weight average, does).
+
+    Examples
+    --------
+    >>> def stop_at_100(info):
+    ...     if info.step == 100:
+    ...         raise StopTraining
+    """
+
+
 @dataclass
 class StepInfo:
     """What a callback receives after each optimiser step (on every process).

@@ -85,6 +85,10 @@ class PatchSampler:
         Patches per batch.
     augment
         Apply a random one of the 8 flips/rotations to each patch.
+    exclude
+        One ``(H, W)`` bool mask per section (or ``None``) of pixels whose targets are held out
+        (e.g. for validation): no patch is centred on them, and in every patch they carry no
+        target and no weight. Their conditioning arrays stay, as they would at inference.
 
     Examples
     --------
@@ -95,14 +99,24 @@ class PatchSampler:
     """
 
     def __init__(self, sections: list[SectionArrays], patch_size: int, n_cells: int,
-                 cell_size: int, batch_size: int, augment: bool = True):
+                 cell_size: int, batch_size: int, augment: bool = True,
+                 exclude: list[np.ndarray | None] | None = None):
         if not sections:
             raise ValueError("No training section given.")
+        exclude = list(exclude) if exclude is not None else [None] * len(sections)
+        if len(exclude) != len(sections):
+            raise ValueError(f"exclude has {len(exclude)} masks for {len(sections)} sections.")
+        for s, m in zip(sections, exclude, strict=True):
+            if m is not None and np.shape(m) != tuple(s.shape):
+                raise ValueError(f"An exclude mask of shape {np.shape(m)} does not match its "
+                                 f"section's grid {tuple(s.shape)}.")
         self.sections = sections
+        self.exclude = [None if m is None else np.asarray(m, bool) for m in exclude]
         self.size, self.n_cells, self.cell_size = patch_size, n_cells, cell_size
         self.batch_size, self.augment = batch_size, augment
         # Sample sections in proportion to their supervised area; patches centred on evidence.
-        self._centres = [np.argwhere(s.weight[0] > 0.05) for s in sections]
+        self._centres = [np.argwhere((s.weight[0] > 0.05) & (True if m is None else ~m))
+                         for s, m in zip(sections, self.exclude, strict=True)]
         area = np.array([len(c) for c in self._centres], float)
         if area.sum() == 0:
             raise ValueError("The training sections have no supervised pixels.")
@@ -124,6 +138,10 @@ class PatchSampler:
         item = patch_condition(sec, i, j, self.size, self.n_cells, self.cell_size, rng)
         item["x0"] = pad_to(sec.target, i, j, self.size, self.size)
         item["weight"] = pad_to(sec.weight, i, j, self.size, self.size)
+        if self.exclude[s] is not None:  # held-out pixels: seen as inputs, never as targets
+            out = pad_to(self.exclude[s][None], i, j, self.size, self.size, fill=False)
+            item["x0"] = np.where(out, np.float32(0), item["x0"])
+            item["weight"] = np.where(out, np.float32(0), item["weight"])
         if self.augment:
             code = int(rng.integers(8))
             for key in ("x0", "weight", "lr", "lr_mask", "he", "cells"):

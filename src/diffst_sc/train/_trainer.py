@@ -36,6 +36,7 @@ from ._config import (
     BatchFn,
     LossFn,
     StepInfo,
+    StopTraining,
     TrainerConfig,
     TrainingResult,
     check_loss_output,
@@ -98,7 +99,9 @@ def fit_model(
         an uninterrupted run would have given); ``False`` starts afresh and overwrites it.
     callbacks
         Called with a :class:`StepInfo` after every step, on every process. A callback that
-        raises stops training; the state of the last periodic checkpoint is kept.
+        raises :class:`StopTraining` ends training there (early stopping: the run is complete,
+        and resuming it trains no further); one that raises anything else stops training, and
+        the state of the last periodic checkpoint is kept.
     before_step
         Called as ``hook(step, module)`` before every step (0-based ``step``, the network not
         its DDP wrapper), on every process. Settings that follow a schedule over steps
@@ -191,6 +194,7 @@ class _Run:
         )
         self.ema = EMA(self.module, config.ema_decay, config.ema_start)
         self.step = 0
+        self.stopped = False
         self.history: list[dict] = []
         self.seconds_before = 0.0
         self.batch_generator = torch.Generator()
@@ -211,6 +215,7 @@ class _Run:
             "format": _CHECKPOINT_FORMAT,
             "version": _CHECKPOINT_VERSION,
             "step": self.step,
+            "stopped": self.stopped,
             "module": self.module.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -248,6 +253,7 @@ class _Run:
         if state["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.stopped = bool(state.get("stopped", False))
         self.history = list(state["history"])
         # Partial sums of the record in progress, so the history continues as if never stopped.
         self._sums = {k: _on(v, self.device) for k, v in state["log_sums"].items()}
@@ -301,7 +307,7 @@ class _Run:
 
     def train(self, path: Path | None) -> None:
         cfg = self.config
-        if self.step >= cfg.max_steps:
+        if self.step >= cfg.max_steps or self.stopped:
             return
         train_module = self._wrapped()
         was_training = self.module.training
@@ -333,8 +339,15 @@ class _Run:
                 info = StepInfo(
                     self.step, self.module, self.ema, self.optimizer, self.history, record
                 )
-                for callback in self.callbacks:
-                    callback(info)
+                try:
+                    for callback in self.callbacks:
+                        callback(info)
+                except StopTraining:
+                    if record is None and self._count:  # the history ends at the last step
+                        self._log(bar, False)
+                    self.stopped = True
+                    self.save(path)
+                    return
             if stop or (interrupt.requested and not self.context.is_distributed):
                 raise KeyboardInterrupt
 
