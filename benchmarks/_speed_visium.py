@@ -90,7 +90,8 @@ def visium_markdown(record: dict) -> str:
         "`ds.tl.fit(sdata)` and `ds.tl.superresolve(sdata)` (a HistologyModel, torch not "
         "imported), each measurement in a fresh process; peaks: the process's peak resident "
         "memory during the call; load: the machine's 1-minute load average before and after "
-        "(2 CPU cores: above about 1, other jobs shared them)",
+        "(it counts this measurement's own threads, up to 2, and lags by a minute: what else "
+        "ran is in each run's note)",
         "",
         VISIUM_HEAD,
         "|" + " --- |" * 12,
