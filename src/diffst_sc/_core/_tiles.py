@@ -65,7 +65,10 @@ class BandBlender:
         Tile side, in grid pixels.
     sink
         Called with the first row of a finished band and its ``(G, rows, width)`` mean and
-        standard deviation (float64).
+        standard deviation (float64; ``None`` without ``spread``).
+    spread
+        Keep the mean square too, for the standard deviation over samples (set it off for
+        one map, whose tiles' disagreement is no spread of the map).
 
     Examples
     --------
@@ -81,11 +84,12 @@ class BandBlender:
     """
 
     def __init__(self, n_genes: int, height: int, width: int, size: int,
-                 sink: Callable[[int, np.ndarray, np.ndarray], None]):
+                 sink: Callable[[int, np.ndarray, np.ndarray | None], None],
+                 spread: bool = True):
         self.height, self.width, self.size, self.sink = height, width, size, sink
         self.top = 0
         self._acc = np.zeros((n_genes, size, width))
-        self._acc2 = np.zeros((n_genes, size, width))
+        self._acc2 = np.zeros((n_genes, size, width)) if spread else None
         self._wsum = np.zeros((size, width))
 
     def add(self, i: int, j: int, mean: np.ndarray, mean_sq: np.ndarray,
@@ -103,7 +107,8 @@ class BandBlender:
         r = i - self.top
         w = weight[:hi, :wj]
         self._acc[:, r:r + hi, j:j + wj] += w * mean[:, :hi, :wj]
-        self._acc2[:, r:r + hi, j:j + wj] += w * mean_sq[:, :hi, :wj]
+        if self._acc2 is not None:
+            self._acc2[:, r:r + hi, j:j + wj] += w * mean_sq[:, :hi, :wj]
         self._wsum[r:r + hi, j:j + wj] += w
 
     def flush(self, below: int) -> None:
@@ -113,9 +118,10 @@ class BandBlender:
             n = min(below - self.top, self.size)
             wsum = np.where(self._wsum[:n] > 0, self._wsum[:n], 1.0)
             mean = self._acc[:, :n] / wsum
-            std = np.sqrt(np.clip(self._acc2[:, :n] / wsum - mean**2, 0, None))
+            std = (None if self._acc2 is None
+                   else np.sqrt(np.clip(self._acc2[:, :n] / wsum - mean**2, 0, None)))
             self.sink(self.top, mean, std)
-            for a in (self._acc, self._acc2, self._wsum):
+            for a in (a for a in (self._acc, self._acc2, self._wsum) if a is not None):
                 a[..., : self.size - n, :] = a[..., n:, :].copy()
                 a[..., self.size - n:, :] = 0
             self.top += n

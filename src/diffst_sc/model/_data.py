@@ -168,8 +168,10 @@ def apply_path(arrays, path, view: SectionView, grid: Grid, radius_um: float,
     if descriptors is None:
         descriptors = descriptor_maps(view, grid, radius_um)
     cal = calibration or Calibration()
-    arrays.lr = arrays.lr + path.weighted(cal.weight).deviation(
-        descriptors, arrays.lr, cells_of(view, grid), cal.gain)
+    dev = path.weighted(cal.weight).deviation(descriptors, arrays.lr, cells_of(view, grid),
+                                              cal.gain)
+    dev += arrays.lr  # the base map, made in the deviation's memory
+    arrays.lr = dev
     if arrays.target is not None:
         arrays.target = arrays.target - arrays.lr
     return descriptors

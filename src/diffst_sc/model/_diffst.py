@@ -153,14 +153,7 @@ class DiffST:
                                      tile_size, progress)
             error = self.residual_sd
         else:  # the gate is closed: the base's map, as the histology model makes it
-            size = section.tile_size(tile_size)
-
-            def predict(n, i, j):
-                z = section.tile_projection(i, j, size)(section.base_tile(i, j, size)[None])
-                return section.scaler.to_counts(z, section.area, gene_axis=1)
-
-            mean, _ = section.blend(predict, size, progress, desc="mapping")
-            std = np.zeros_like(mean)
+            mean, std = section.corrected_base(tile_size, progress), None
             error = self.base.residual_sd if self.base is not None else self.residual_sd
         if error is None:
             error = np.zeros(len(self.genes))

@@ -210,17 +210,8 @@ class HistologyModel:
         self.check_genes(view.genes)
         section, cal = self.prepare(view, missing)
         warn_uninformative(cal, self.genes, view)
-        size = section.tile_size(tile_size)
-
-        def predict(n, i, j):
-            z = section.tile_projection(i, j, size)(section.base_tile(i, j, size)[None])
-            return section.scaler.to_counts(z, section.area, gene_axis=1)
-
-        # one map, no samples: what the overlapping tiles' corrections leave between them is
-        # not a spread of the map
-        mean, _ = section.blend(predict, size, progress, desc="mapping")
-        std = np.zeros_like(mean)
-        return section.finish(mean, std, self.residual_sd, pixel_px=pixel_px, outside=outside,
+        mean = section.corrected_base(tile_size, progress)
+        return section.finish(mean, None, self.residual_sd, pixel_px=pixel_px, outside=outside,
                               calibration=cal, resolved_ratio=self.path.radius_ratio)
 
     # -- storage --------------------------------------------------------------------------------

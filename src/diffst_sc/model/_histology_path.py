@@ -78,18 +78,31 @@ def _membership(cell_of: np.ndarray) -> sp.csr_matrix:
 
 
 def _deviations(values: np.ndarray, cell_of: np.ndarray,
-                membership: sp.csr_matrix | None = None) -> np.ndarray:
+                membership: sp.csr_matrix | None = None, in_place: bool = False) -> np.ndarray:
     """``(C, H * W)`` values minus their mean over each pixel's cell (0 outside every cell).
 
-    ``membership`` is :func:`_membership` of ``cell_of``, when the caller has it already.
+    ``membership`` is :func:`_membership` of ``cell_of``, when the caller has it already;
+    ``in_place`` writes the result over ``values`` (float32), which then holds a section's maps
+    once instead of three times.
     """
-    m = _membership(cell_of) if membership is None else membership
-    means = (m.T @ values.T).T  # (C, n_cells)
-    out = values.astype(np.float32, copy=True)
+    m = (_membership(cell_of) if membership is None else membership).T.tocsr()
+    out = values if in_place and values.dtype == np.float32 else values.astype(np.float32)
     inside = cell_of >= 0
-    out[:, inside] -= means[:, cell_of[inside]]
-    out[:, ~inside] = 0.0
+    cells = cell_of[inside]
+    # a few rows at a time: the product's dense operand is copied to C order
+    step = max(1, (32 * 2**20) // max(1, 8 * values.shape[1]))
+    for c0 in range(0, len(out), step):
+        block = out[c0:c0 + step]
+        means = (m @ block.T.astype(np.float64)).T  # (rows, n_cells)
+        block[:, inside] -= means[:, cells]
+        block[:, ~inside] = 0.0
     return out
+
+
+def _add_scaled(out: np.ndarray, scale: np.ndarray, values: np.ndarray, rows: int = 8) -> None:
+    """``out += scale[:, None] * values``, a few rows at a time (no full-size temporary)."""
+    for r0 in range(0, len(out), rows):
+        out[r0:r0 + rows] += scale[r0:r0 + rows, None] * values[r0:r0 + rows]
 
 
 def _spread(deviations: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -365,13 +378,15 @@ class HistologyPath:
         d, (g, h, w) = len(descriptors), lr.shape
         a, a_own, offset = self.ridge.linear()
         a = a / section_scale(descriptors, cell_of)[:, None]
-        raw = (a.T.astype(np.float32) @ descriptors.reshape(d, -1)
-               + a_own.astype(np.float32)[:, None] * lr.reshape(g, -1))
+        flat = lr.reshape(g, -1)
+        raw = a.T.astype(np.float32) @ descriptors.reshape(d, -1)
+        _add_scaled(raw, a_own.astype(np.float32), flat)
         if gain != 1.0:  # gain * (the interpolation's + the path's) - the interpolation's
             raw *= np.float32(gain)
-            raw += np.float32(gain - 1) * lr.reshape(g, -1)
-        dev = _deviations(raw, cell_of) + np.float32(gain) * offset.astype(np.float32)[:, None]
-        return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION).reshape(-1, h, w)
+            _add_scaled(raw, np.full(g, gain - 1, np.float32), flat)
+        dev = _deviations(raw, cell_of, in_place=True)
+        dev += np.float32(gain) * offset.astype(np.float32)[:, None]
+        return np.clip(dev, -MAX_DEVIATION, MAX_DEVIATION, out=dev).reshape(-1, h, w)
 
     def radius_um(self, view) -> float:
         """Radius of the footprint the map resolves on a section with ``view``'s spots."""

@@ -155,47 +155,70 @@ class MapSection:
         """``(G, size, size)`` the conditioning map (model units) of the tile at ``(i, j)``."""
         return pad_to(self.arrays.lr, i, j, size, size).astype(np.float32, copy=False)
 
-    def blend(self, predict, size: int, progress: bool = True, desc: str = "mapping"):
+    def blend(self, predict, size: int, progress: bool = True, desc: str = "mapping",
+              spread: bool = True):
         """Blend ``predict(n, i, j)``'s ``(samples, G, size, size)`` counts over every tile.
 
-        Returns the blended mean and standard deviation over samples, ``(G, H, W)`` float32.
+        Returns the blended mean and standard deviation over samples, ``(G, H, W)`` float32
+        (the standard deviation ``None`` without ``spread``).
         """
         from tqdm.auto import tqdm
 
         g, h, w = len(self.genes), self.grid.height, self.grid.width
         mean = np.zeros((g, h, w), np.float32)
-        std = np.zeros((g, h, w), np.float32)
+        std = np.zeros((g, h, w), np.float32) if spread else None
 
         def sink(top, m, sd):
             mean[:, top:top + m.shape[1]] = m
-            std[:, top:top + m.shape[1]] = sd
+            if std is not None:
+                std[:, top:top + m.shape[1]] = sd
 
-        blender = BandBlender(g, h, w, size, sink)
+        blender = BandBlender(g, h, w, size, sink, spread=spread)
         win = tile_window(size)
         for n, (i, j) in enumerate(tqdm(self.tiles(size), desc=desc, unit="tile",
                                         disable=not progress)):
             blender.flush(i)  # rows above this tile's are reached by no later tile
             lin = np.asarray(predict(n, i, j), np.float64)
-            blender.add(i, j, lin.mean(0), (lin**2).mean(0), win)
+            blender.add(i, j, lin.mean(0), (lin**2).mean(0) if spread else None, win)
         blender.flush(h)
         return mean, std
 
-    def finish(self, raw_mean: np.ndarray, raw_std: np.ndarray, model_error, *,
+    def corrected_base(self, tile_size: int, progress: bool = True) -> np.ndarray:
+        """``(G, H, W)`` float32: the base map corrected onto the spots tile by tile, blended.
+
+        One map and no samples: what the overlapping tiles' corrections leave between them is
+        no spread of the map. The base map (``arrays.lr``) is dropped once blended; nothing
+        reads it again.
+        """
+        size = self.tile_size(tile_size)
+
+        def predict(n, i, j):
+            z = self.tile_projection(i, j, size)(self.base_tile(i, j, size)[None])
+            return self.scaler.to_counts(z, self.area, gene_axis=1)
+
+        mean, _ = self.blend(predict, size, progress, desc="mapping", spread=False)
+        self.arrays.lr = None
+        return mean
+
+    def finish(self, raw_mean: np.ndarray, raw_std: np.ndarray | None, model_error, *,
                pixel_px: float | None = None, outside: float = 0.0,
                calibration=None, resolved_ratio: float | None = None) -> SectionMaps:
         """Correct the blended maps over the whole section and put them on the output grid.
 
-        ``model_error`` ``(G,)`` is the model's own error (standardised log units) added to the
-        spread; ``resolved_ratio`` the radius of the footprint the map resolves over the spots'
-        (its counting noise is added; none when ``None``); ``pixel_px`` the output pixel (the
-        grid's by default).
+        ``raw_std`` is the spread over samples (``None``: one map); ``model_error`` ``(G,)`` the
+        model's own error (standardised log units) added to the spread; ``resolved_ratio`` the
+        radius of the footprint the map resolves over the spots' (its counting noise is added;
+        none when ``None``); ``pixel_px`` the output pixel (the grid's by default). On the
+        grid's own pixels the mean is written over ``raw_mean``, gene block by gene block, so
+        that the section's maps are held once.
         """
         g, h, w = raw_mean.shape
         unit = self.scaler.counts_per_unit(self.area)
         counts_target = self.target * unit
         out_grid = self.grid if pixel_px is None else finer_grid(self.grid, pixel_px)
-        mean = np.empty((g, out_grid.height, out_grid.width), np.float32)
-        std = np.empty_like(mean)
+        mean = (raw_mean if pixel_px is None and raw_mean.dtype == np.float32
+                else np.empty((g, out_grid.height, out_grid.width), np.float32))
+        std = np.empty((g, out_grid.height, out_grid.width), np.float32)
         err_sum, target_sum = 0.0, 0.0
         expressed = np.zeros((out_grid.height, out_grid.width), bool)
         c = normalised_rows(self.coverage)
@@ -211,8 +234,9 @@ class MapSection:
             if resolved_ratio:
                 # no footprint the map resolves holds more than its cell's spot measured
                 cap = self.spread @ (counts_target[:, sl] / float(resolved_ratio) ** 2)
-            m, s, err = project_global(raw_mean[sl].astype(np.float64),
-                                       raw_std[sl].astype(np.float64), c, self.spread,
+            spread = (np.zeros((sl.stop - sl.start, h, w)) if raw_std is None
+                      else raw_std[sl].astype(np.float64))
+            m, s, err = project_global(raw_mean[sl].astype(np.float64), spread, c, self.spread,
                                        counts_target[:, sl], PSEUDO_COUNT, cap=cap)
             err_sum += err
             target_sum += float(np.abs(counts_target[:, sl]).sum())

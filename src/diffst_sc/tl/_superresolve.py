@@ -237,11 +237,27 @@ def layer_transform(sdata, view: SectionView, grid: Grid):
 
 
 def _write_layers(sdata, view, genes, maps, key):
-    """Add the mean and std as image layers over the H&E, one gene per chunk."""
+    """Add the mean and std as image layers over the H&E, one gene per chunk.
+
+    The layers are the maps' own memory: ``dask.array.from_array`` (which ``Image2DModel.parse``
+    calls on a numpy array) copies its input, so each layer is given as a dask array whose
+    chunks are views of the map, one gene each.
+    """
     from spatialdata.models import Image2DModel
 
     t = {view.coordinate_system: layer_transform(sdata, view, maps.grid)}
-    _, h, w = maps.mean.shape
     for name, arr in ((key, maps.mean), (key + "_std", maps.std)):
-        sdata.images[name] = Image2DModel.parse(arr, dims=("c", "y", "x"), c_coords=list(genes),
-                                                transformations=t, chunks=(1, h, w))
+        sdata.images[name] = Image2DModel.parse(_gene_chunks(arr, name), dims=("c", "y", "x"),
+                                                c_coords=list(genes), transformations=t)
+
+
+def _gene_chunks(arr: np.ndarray, name: str):
+    """``arr`` ``(G, H, W)`` as a dask array of one chunk per gene, without a copy."""
+    import uuid
+
+    import dask.array as da
+
+    g, h, w = arr.shape
+    token = f"{name}-{uuid.uuid4().hex}"
+    graph = {(token, i, 0, 0): arr[i:i + 1] for i in range(g)}
+    return da.Array(graph, token, chunks=((1,) * g, (h,), (w,)), dtype=arr.dtype)
