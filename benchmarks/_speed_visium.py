@@ -19,6 +19,8 @@ from pathlib import Path
 
 from _memory import load_average, peak_rss_mb, reset_peak
 
+from diffst_sc._core import section_view
+
 
 def measure_visium(folder: Path, dataset_id: str) -> dict:
     """Read a Space Ranger folder as users do, then time the default ``fit`` and ``superresolve``.
@@ -31,7 +33,7 @@ def measure_visium(folder: Path, dataset_id: str) -> dict:
 
     t0 = time.perf_counter()
     sdata = spatialdata_io.visium(folder, dataset_id=dataset_id)
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     read_seconds = time.perf_counter() - t0
     gc.collect()
     load = load_average()

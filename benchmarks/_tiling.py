@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffst_sc._core import section_view
+
 
 def tiled_section(section, k: int, *, he_downsample: int = 1, genes=None):
     """A legacy ST section grown ``k x k`` times by tiling its H&E crop and its spots.
@@ -44,7 +46,7 @@ def tiled_section(section, k: int, *, he_downsample: int = 1, genes=None):
     if k < 1 or he_downsample < 1:
         raise ValueError(f"k ({k}) and he_downsample ({he_downsample}) must be >= 1.")
     sdata = section if hasattr(section, "tables") else ds.io.read_legacy_st(section)
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     table = view.adata
     genes = list(map(str, table.var_names)) if genes is None else [str(g) for g in genes]
     x = table[:, genes].layers["counts"]

@@ -22,6 +22,7 @@ from functools import partial
 import numpy as np
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 from diffst_sc.metrics import (
     block_means,
     expression_scores,
@@ -61,8 +62,8 @@ class DegradedSection:
     @classmethod
     def from_sdata(cls, lr_sdata) -> DegradedSection:
         """Views of what ``ds.pp.degrade`` returns."""
-        lr = ds.io.section_view(lr_sdata, table_key=LR_TABLE)
-        hr = ds.io.section_view(lr_sdata, table_key=HR_TABLE, image_key=lr.image_key,
+        lr = section_view(lr_sdata, table_key=LR_TABLE)
+        hr = section_view(lr_sdata, table_key=HR_TABLE, image_key=lr.image_key,
                                 coordinate_system=lr.coordinate_system,
                                 microns_per_pixel=lr.microns_per_pixel)
         obs = hr.adata.obs

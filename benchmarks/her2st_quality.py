@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
@@ -152,8 +153,8 @@ def swap_sources(sections: list[str]) -> dict[str, str]:
 
 def hr_footprints(lr_sdata) -> tuple[np.ndarray, float, str]:
     """Centres and diameter of the HR spots in the section's coordinate system."""
-    lr = ds.io.section_view(lr_sdata, table_key="table")
-    hr = ds.io.section_view(lr_sdata, table_key=HR_TABLE, image_key=lr.image_key,
+    lr = section_view(lr_sdata, table_key="table")
+    hr = section_view(lr_sdata, table_key=HR_TABLE, image_key=lr.image_key,
                             coordinate_system=lr.coordinate_system,
                             microns_per_pixel=lr.microns_per_pixel)
     a = hr.image_to_cs
@@ -241,7 +242,7 @@ def hotspot_share(sdata, genes: list[str]) -> float:
     The map is in counts per input spot footprint, the unit of the spots' own counts: a pixel
     far above every spot the section measured is a departure the spots do not support.
     """
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     highest = view.footprint_expression(genes).max(0)
     layer = sdata.images[DIFFST_KEY]
     maps = np.asarray(layer["scale0"].image if hasattr(layer, "children") else layer)

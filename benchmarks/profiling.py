@@ -25,6 +25,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from diffst_sc._core import section_view
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "her2st"
@@ -176,7 +178,7 @@ def main(argv=None) -> dict:
         shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     record = {
         "command": command, "machine": machine(), "date": started,
-        "settings": {"section": a.section, "n_spots": int(ds.io.section_view(sdata).n_spots),
+        "settings": {"section": a.section, "n_spots": int(section_view(sdata).n_spots),
                      "n_genes": len(genes), "preset": a.preset,
                      "max_steps": int(model.training["max_steps"]),
                      "n_samples": a.n_samples, "steps": a.steps},

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffst_sc._core import section_view
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "her2st"
@@ -93,7 +95,7 @@ def measure(section_dir: Path, k: int, n_genes: int, *, fit_steps: int, n_sample
             genes = pool.submit(write_store, section_dir, k, he_downsample, n_genes,
                                 store).result()
         sdata = sd.read_zarr(store)
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     build_seconds = time.perf_counter() - t0
     gc.collect()
 

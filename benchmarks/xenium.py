@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from her2st_quality import _relative, machine  # noqa: E402
@@ -86,7 +87,7 @@ def truth_pixel_centres(pair) -> tuple[np.ndarray, tuple[int, int], dict]:
 
 def lr_centres_and_counts(pair, genes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Pseudo-spot centres in the truth's coordinate system and their counts of ``genes``."""
-    view = ds.io.section_view(lr_only(pair))
+    view = section_view(lr_only(pair))
     a = view.image_to_cs
     return view.centres_px @ a[:2, :2].T + a[:2, 2], view.expression(genes).astype(np.float64)
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
@@ -129,7 +130,7 @@ def spot_geometry(target, cs: str):
     a = affine_matrix(get_transformation(target.shapes["spots"], cs))
     xy = xy @ a[:2, :2].T + a[:2, 2]
     area = np.pi * diameter**2 / 4 * abs(np.linalg.det(a[:2, :2]))
-    view = ds.io.section_view(target)
+    view = section_view(target)
     return xy, float(area), view
 
 

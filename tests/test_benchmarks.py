@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -217,9 +218,9 @@ def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypa
 
 def test_tiled_section_repeats_spots_and_blocks(her2st_c2):
     speed = _module("speed")
-    one = ds.io.section_view(her2st_c2)
+    one = section_view(her2st_c2)
     tiled = speed.tiled_section(her2st_c2, 2, he_downsample=8)
-    view = ds.io.section_view(tiled)
+    view = section_view(tiled)
     assert view.n_spots == 4 * one.n_spots
     assert view.microns_per_pixel == pytest.approx(8 * one.microns_per_pixel)
     assert view.spacing_um == pytest.approx(one.spacing_um, rel=0.01)
@@ -352,7 +353,7 @@ def test_swapped_section_has_the_other_image_resized_and_its_own_spots(hq, her2s
     from PIL import Image
 
     swapped = hq.load_section(her2st_dir, "C2", he_from="C3")
-    own, view = ds.io.section_view(her2st_c2), ds.io.section_view(swapped)
+    own, view = section_view(her2st_c2), section_view(swapped)
     assert view.image.shape == own.image.shape  # C3's image, resized to C2's 9911 x 9274
     with Image.open(her2st_dir / "C3" / "he.jpg") as c3:
         assert c3.size != own.image.shape[:0:-1]

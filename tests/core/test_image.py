@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 
-import diffst_sc as ds
-from diffst_sc._core import resample_image
+from diffst_sc._core import resample_image, section_view
 
 
 @pytest.fixture(scope="module")
 def c2_levels(her2st_c2_or_demo):
-    view = ds.io.section_view(her2st_c2_or_demo)
+    view = section_view(her2st_c2_or_demo)
     return view.image_scales or [view.image], view.microns_per_pixel
 
 

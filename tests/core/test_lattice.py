@@ -9,11 +9,18 @@ import pytest
 from scipy.spatial import cKDTree
 
 import diffst_sc as ds
-from diffst_sc._core import Grid, cell_weights, coverage_matrix, lattice_sites, normalised_rows
+from diffst_sc._core import (
+    Grid,
+    cell_weights,
+    coverage_matrix,
+    lattice_sites,
+    normalised_rows,
+    section_view,
+)
 
 
 def test_measured_spots_sit_on_their_sites(her2st_c2_or_demo):
-    view = ds.io.section_view(her2st_c2_or_demo)
+    view = section_view(her2st_c2_or_demo)
     off = np.linalg.norm(lattice_sites(view) - view.centres_px, axis=1)
     assert np.median(off) < 0.05 * view.spacing_px
     assert off.max() < 0.25 * view.spacing_px
@@ -24,8 +31,8 @@ def test_a_pseudo_spot_cut_by_the_tissue_edge_keeps_its_block_as_cell(her2st_c2_
     site is the block's centre, and every spot lies in the cell of the block it was summed
     into, which the nearest pseudo-spot centre does not always give."""
     out = ds.pp.degrade(her2st_c2_or_demo, mode="square", factor=2)
-    lr = ds.io.section_view(out)
-    hr = ds.io.section_view(out, table_key="hr_table", image_key=lr.image_key,
+    lr = section_view(out)
+    hr = section_view(out, table_key="hr_table", image_key=lr.image_key,
                             coordinate_system=lr.coordinate_system)
     block = out.tables["hr_table"].obs["lr_spot"].to_numpy()
     sites = lattice_sites(lr)
@@ -57,17 +64,17 @@ def test_visium_hexagons_have_sites(visium_tiny_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sdata = spatialdata_io.visium(visium_tiny_dir, dataset_id="tiny")
-    view = ds.io.section_view(sdata, image_key="tiny_lowres_image")
+    view = section_view(sdata, image_key="tiny_lowres_image")
     np.testing.assert_allclose(lattice_sites(view), view.centres_px,
                                atol=0.05 * view.spacing_px)
-    lr = ds.io.section_view(ds.pp.degrade(sdata, image_key="tiny_lowres_image"))
+    lr = section_view(ds.pp.degrade(sdata, image_key="tiny_lowres_image"))
     off = np.linalg.norm(lattice_sites(lr) - lr.centres_px, axis=1)
     assert np.median(off) < 0.1 * lr.spacing_px
 
 
 @pytest.mark.parametrize("positions", ["none", "scrambled"])
 def test_without_a_lattice_the_centres_are_the_sites(her2st_c2_or_demo, positions):
-    view = ds.io.section_view(her2st_c2_or_demo)
+    view = section_view(her2st_c2_or_demo)
     obs = view.adata.obs
     if positions == "none":
         adata = view.adata.copy()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 from diffst_sc.io import NotCountsWarning
 
 
@@ -45,7 +46,7 @@ def test_invalid_counts(tiny, value, problem):
     tiny.X[5, 7] = value
     sdata = ds.io.from_anndata(tiny, img_key="lowres")
     with pytest.raises(ValueError, match=problem):
-        ds.io.section_view(sdata)
+        section_view(sdata)
     with pytest.raises(ValueError, match=problem):
         ds.pp.select_genes(tiny, n_top=5)
 
@@ -83,7 +84,7 @@ def test_image_of_the_wrong_shape(tiny):
 def test_image_with_the_wrong_channel_count(xenium_sdata):
     # the DAPI morphology image is no H&E: one channel
     with pytest.raises(ValueError, match=r"'morphology_mip' has 1 channel \[.*pass the RGB H&E"):
-        ds.io.section_view(xenium_sdata, image_key="morphology_mip")
+        section_view(xenium_sdata, image_key="morphology_mip")
 
 
 def test_unknown_coordinate_system(her2st_c2_or_demo):
@@ -94,7 +95,7 @@ def test_unknown_coordinate_system(her2st_c2_or_demo):
     assert len(known) == 1
     with pytest.raises(ValueError,
                        match=r"Unknown coordinate system 'aligned'.*" + re.escape(str(known))):
-        ds.io.section_view(her2st_c2_or_demo, coordinate_system="aligned")
+        section_view(her2st_c2_or_demo, coordinate_system="aligned")
     with pytest.raises(ValueError, match=r"Unknown coordinate system 'aligned'"):
         ds.pp.degrade(her2st_c2_or_demo, coordinate_system="aligned")
 
@@ -121,17 +122,17 @@ def test_a_named_image_that_is_not_rgb_says_so(keep_he, fix):
     with pytest.raises(ValueError, match=r"Image 'two' has 2 channels \['c0', 'c1'\] \(shape "
                        r"\(2, 64, 64\), \(c, y, x\)\), but an RGB H&E has 3 channels, or 4 with "
                        r"alpha; " + fix):
-        ds.io.section_view(sdata, image_key="two")
+        section_view(sdata, image_key="two")
 
 
 def test_no_rgb_image_lists_the_images_and_their_channels():
     sdata = _with_two_channel_image(ds.datasets.her2st_demo(), keep_he=False)
     with pytest.raises(ValueError, match=r"No RGB H&E image .*images: 'two' \(2 channels\)"):
-        ds.io.section_view(sdata)
+        section_view(sdata)
 
 
 def test_duplicated_gene_names_are_named_when_expression_is_read():
-    view = ds.io.section_view(ds.datasets.her2st_demo())
+    view = section_view(ds.datasets.her2st_demo())
     names = list(view.adata.var_names)
     names[1] = names[0]
     view.adata.var_names = names

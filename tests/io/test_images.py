@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
-from diffst_sc._core import image_levels, image_problem, image_sample, pick_level
+from diffst_sc._core import image_levels, image_problem, image_sample, pick_level, section_view
 
 #: Pixel sizes (um) read in the round trip; 11.7 and 25 are far enough above the demo's
 #: 1.38 um/px to read its coarser levels.
@@ -56,7 +56,7 @@ def test_same_pixels_from_a_pyramid_in_memory_and_after_a_zarr_round_trip(demo_a
 
     sdata, back = demo_and_zarr
     assert isinstance(sdata.images["he"], DataTree) and isinstance(back.images["he"], DataTree)
-    mem, disk = ds.io.section_view(sdata), ds.io.section_view(back)
+    mem, disk = section_view(sdata), section_view(back)
     assert len(mem.image_scales) == len(disk.image_scales) == 4
     _assert_same_pixels(mem, disk, um)
     _assert_same_pixels(mem, disk, um, bbox=(500.3, 800.7, 4000.2, 3000.9))
@@ -73,14 +73,14 @@ def test_same_pixels_from_a_single_scale_image_and_after_a_zarr_round_trip(tmp_p
         transformations=get_transformation(sdata.images["he"], get_all=True))
     _quiet_write(sdata, tmp_path / "single.zarr")
     back = _quiet_read_zarr(tmp_path / "single.zarr")
-    mem, disk = ds.io.section_view(sdata), ds.io.section_view(back)
+    mem, disk = section_view(sdata), section_view(back)
     for um in (2.76, 10.0):
         _assert_same_pixels(mem, disk, um)
 
 
 def test_the_level_read_depends_on_the_pyramid_shapes_only(demo_and_zarr):
     sdata, back = demo_and_zarr
-    mem, disk = ds.io.section_view(sdata), ds.io.section_view(back)
+    mem, disk = section_view(sdata), section_view(back)
     for um in PIXEL_SIZES:
         got = pick_level(mem.image_scales, mem.microns_per_pixel, um)
         assert got == pick_level(disk.image_scales, disk.microns_per_pixel, um)
@@ -93,7 +93,7 @@ def test_a_coarser_level_is_placed_where_the_full_image_is(demo_and_zarr):
     # The level of 4955 // 2 rows covers 4954 full rows (factor 2, not 4955 / 2477): read at
     # 25 um from level 2 or from the full image alone, the pixels line up.
     _, back = demo_and_zarr
-    view = ds.io.section_view(back)
+    view = section_view(back)
     from diffst_sc._core import resample_image
 
     pyramid = view.image_at(25.0)
@@ -105,7 +105,7 @@ def test_a_coarser_level_is_placed_where_the_full_image_is(demo_and_zarr):
 def test_a_window_is_the_same_pixels_as_the_whole_image(demo_and_zarr):
     # Output pixels of a window falling on the whole image's pixel grid are those pixels.
     sdata, _ = demo_and_zarr
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     um = 10.0
     whole = view.image_at(um)
     h, w = view.image.shape[1:]
@@ -137,7 +137,7 @@ def test_the_blank_hires_png_is_found_blank_and_the_lowres_not(tiny_sdata):
 
 def test_the_blank_hires_is_skipped_for_the_real_lowres(tiny_sdata):
     with pytest.warns(UserWarning) as record:
-        view = ds.io.section_view(tiny_sdata)
+        view = section_view(tiny_sdata)
     assert view.image_key == "tiny_lowres_image"
     messages = [str(w.message) for w in record]
     assert any("Skipped finer images with no histology ('tiny_hires_image' is blank" in m
@@ -152,7 +152,7 @@ def test_a_blank_image_named_with_image_key_is_refused(tiny_sdata):
             "Image 'tiny_hires_image' cannot be the H&E: it is blank: every sampled pixel has the "
             "colour (0, 0, 0) (R, G, B). Pass another image as `image_key=` (usable H&E images "
             "here: ['tiny_lowres_image']), or check the file it was read from.")):
-        ds.io.section_view(tiny_sdata, image_key="tiny_hires_image")
+        section_view(tiny_sdata, image_key="tiny_hires_image")
 
 
 def test_no_usable_image_lists_each_image_and_the_fix(tiny_sdata):
@@ -169,7 +169,7 @@ def test_no_usable_image_lists_each_image_and_the_fix(tiny_sdata):
                                 "two": two},
                         shapes=dict(tiny_sdata.shapes), tables=dict(tiny_sdata.tables))
     with pytest.raises(ValueError) as err:
-        ds.io.section_view(sdata)
+        section_view(sdata)
     msg = str(err.value)
     assert msg.startswith("No usable H&E image in coordinate system 'tiny': ")
     assert "'tiny_hires_image' is blank: every sampled pixel has the colour (0, 0, 0)" in msg
@@ -189,7 +189,7 @@ def test_a_blank_finer_image_does_not_replace_the_h_and_e():
         transformations={cs: Sequence([Scale([0.5, 0.5], axes=("y", "x"))])})
     with pytest.warns(UserWarning, match=r"'white' is blank: every sampled pixel has the colour "
                                          r"\(255, 255, 255\).*reading the H&E from 'he'"):
-        view = ds.io.section_view(sdata)
+        view = section_view(sdata)
     assert view.image_key == "he"
 
 
@@ -225,7 +225,7 @@ def test_a_fine_h_and_e_gives_no_coarse_image_warning():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", CoarseImageWarning)
-        view = ds.io.section_view(ds.datasets.her2st_demo())
+        view = section_view(ds.datasets.her2st_demo())
     assert view.microns_per_pixel < 4
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import diffst_sc as ds
+from diffst_sc._core import section_view
 
 
 def _grey_level(sdata, level: int) -> tuple[np.ndarray, float]:
@@ -33,7 +33,7 @@ def test_c2_has_the_in_tissue_spots(her2st_c2, her2st_dir):
 
 
 def test_c2_pixel_size_and_geometry(her2st_c2):
-    view = ds.io.section_view(her2st_c2)
+    view = section_view(her2st_c2)
     assert view.microns_per_pixel == pytest.approx(0.69, abs=0.02)
     assert view.spot_diameter_um == pytest.approx(100.0)
     # neighbours 200 um apart on the array; the median nearest neighbour is a little shorter
@@ -42,7 +42,7 @@ def test_c2_pixel_size_and_geometry(her2st_c2):
 
 
 def test_c2_spots_sit_on_tissue(her2st_c2):
-    view = ds.io.section_view(her2st_c2)
+    view = section_view(her2st_c2)
     grey, f = _grey_level(her2st_c2, 2)
     yy, xx = np.mgrid[: grey.shape[0], : grey.shape[1]]
     in_spots = np.zeros(grey.shape, bool)
@@ -68,7 +68,7 @@ def test_c2_overlay_figure_shows_spots_where_they_are(her2st_c2, tmp_path):
     from matplotlib.patches import Circle
     from PIL import Image
 
-    view = ds.io.section_view(her2st_c2)
+    view = section_view(her2st_c2)
     rgb = np.moveaxis(np.asarray(her2st_c2.images["he"]["scale3"]["image"].data.compute()), 0, -1)
     f = view.image.shape[1] / rgb.shape[0]
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
-from diffst_sc._core import image_levels
+from diffst_sc._core import image_levels, section_view
 
 
 def test_a_wrong_layer_names_it_the_layers_and_what_to_pass():
@@ -17,7 +17,7 @@ def test_a_wrong_layer_names_it_the_layers_and_what_to_pass():
     with pytest.raises(KeyError, match=re.escape(
             "No layer 'raw_counts' in table 'table'; its layers are ['counts']. Pass one of them "
             "as `layer=`, or `layer=None` to read the expression in `X`.")):
-        ds.io.section_view(sdata, layer="raw_counts")
+        section_view(sdata, layer="raw_counts")
 
 
 def test_a_layer_of_a_table_without_layers():
@@ -27,8 +27,8 @@ def test_a_layer_of_a_table_without_layers():
     with pytest.raises(KeyError, match=re.escape(
             "No layer 'counts' in table 'table'; it has no layers. Pass `layer=None` to read the "
             "expression in `X`.")):
-        ds.io.section_view(sdata, layer="counts")
-    assert ds.io.section_view(sdata).layer is None  # X, as the message says
+        section_view(sdata, layer="counts")
+    assert section_view(sdata).layer is None  # X, as the message says
 
 
 @pytest.fixture(scope="module")
@@ -78,4 +78,4 @@ def test_spatialdata_spots_off_the_image_still_name_image_key():
                                             transformations=placed)
     with pytest.raises(ValueError, match=r"spots lie outside the 579 x 619 px image.*pass "
                                          r"`image_key=` / `coordinate_system=`"):
-        ds.io.section_view(sdata)
+        section_view(sdata)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
-from diffst_sc._core import check_counts, warn_if_not_counts
+from diffst_sc._core import check_counts, section_view, warn_if_not_counts
 from diffst_sc.io import NotCountsWarning
 
 
@@ -31,7 +31,7 @@ def test_mouse_brain_values_are_noticed_as_not_counts(mouse_brain):
 def test_mouse_brain_from_anndata_with_its_full_resolution_image(mouse_brain):
     adata, image = mouse_brain
     sdata = ds.io.from_anndata(adata, image=image)
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     assert view.n_spots == 49
     assert view.image.shape == (3, 1717, 950)
     np.testing.assert_allclose(view.centres_px, adata.obsm["spatial"])

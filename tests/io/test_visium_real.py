@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def _lattice_spacing_fullres(visium_tiny_dir) -> float:
 def test_spatialdata_io_visium_section_view_default(tiny_sdata, visium_tiny_dir):
     # the finer hires PNG is blank (all black RGBA): it is skipped, with a warning, for the lowres
     with pytest.warns(UserWarning, match=r"'tiny_hires_image' is blank.*'tiny_lowres_image'"):
-        view = ds.io.section_view(tiny_sdata)
+        view = section_view(tiny_sdata)
     # spatialdata-io names no 'global' system: the full-resolution one (the dataset id) is chosen
     assert view.coordinate_system == "tiny"
     assert view.n_spots == 100
@@ -48,9 +49,26 @@ def test_spatialdata_io_visium_section_view_default(tiny_sdata, visium_tiny_dir)
     assert view.spot_diameter_um == pytest.approx(65.0, rel=0.02)
 
 
+def test_describe_section_says_what_fit_reads(tiny_sdata, visium_tiny_dir):
+    """The public summary makes fit's choices: the blank hires image is skipped, the lattice
+    sets the pixel size, and input fit refuses is refused here, before any work."""
+    with pytest.warns(UserWarning, match=r"'tiny_hires_image' is blank"):
+        info = ds.io.describe_section(tiny_sdata)  # and a CoarseImageWarning, as fit gives
+    assert (info.image_key, info.coordinate_system, info.n_spots) == (
+        "tiny_lowres_image", "tiny", 100)
+    # the pixel size from Visium's lattice (100 um between neighbours), as fit reads it
+    sf = json.loads((visium_tiny_dir / "spatial" / "scalefactors_json.json").read_text())
+    spacing_lowres = _lattice_spacing_fullres(visium_tiny_dir) * sf["tissue_lowres_scalef"]
+    assert info.microns_per_pixel * spacing_lowres == pytest.approx(100.0, rel=0.01)
+    assert info.image_shape == (3, 600, 600) and info.counts
+    assert "'tiny_lowres_image'" in repr(info) and "100 spots" in repr(info)
+    with pytest.raises(KeyError, match="no_such_table.*has tables"):
+        ds.io.describe_section(tiny_sdata, table_key="no_such_table")
+
+
 def test_spatialdata_io_visium_lowres_in_either_coordinate_system(tiny_sdata):
-    full = ds.io.section_view(tiny_sdata, image_key="tiny_lowres_image")
-    low = ds.io.section_view(tiny_sdata, image_key="tiny_lowres_image",
+    full = section_view(tiny_sdata, image_key="tiny_lowres_image")
+    low = section_view(tiny_sdata, image_key="tiny_lowres_image",
                              coordinate_system="tiny_downscaled_lowres")
     assert low.coordinate_system == "tiny_downscaled_lowres"
     # the centres are in lowres-image pixels whichever system relates spots and image
@@ -61,7 +79,7 @@ def test_spatialdata_io_visium_lowres_in_either_coordinate_system(tiny_sdata):
 
 
 def test_spatialdata_io_visium_spots_on_tissue(tiny_sdata):
-    view = ds.io.section_view(tiny_sdata, image_key="tiny_lowres_image")
+    view = section_view(tiny_sdata, image_key="tiny_lowres_image")
     grey = np.asarray(view.image.data.compute(), dtype=np.float32).mean(axis=0) / 255.0
     c = np.round(view.centres_px).astype(int)
     at_spots = grey[c[:, 1], c[:, 0]]
@@ -76,7 +94,7 @@ def test_scanpy_read_visium_then_from_anndata_lowres(visium_tiny_dir):
         warnings.simplefilter("ignore")
         adata = sc.read_visium(visium_tiny_dir)
     sdata = ds.io.from_anndata(adata, img_key="lowres")
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     lib = next(iter(adata.uns["spatial"]))
     scale = adata.uns["spatial"][lib]["scalefactors"]["tissue_lowres_scalef"]
     np.testing.assert_allclose(view.centres_px, adata.obsm["spatial"] * scale, rtol=1e-6)

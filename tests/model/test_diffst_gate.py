@@ -12,13 +12,14 @@ import pytest
 
 import diffst_sc as ds
 from conftest import FIT_BUDGET, SAMPLING
+from diffst_sc._core import section_view
 
 GENES = ["ERBB2", "IGKC", "COL1A1", "FASN"]
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    view = ds.io.section_view(ds.datasets.her2st_demo())
+    view = section_view(ds.datasets.her2st_demo())
     return ds.pp.self_supervised_pairs(view, genes=GENES)
 
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
-from diffst_sc._core import Grid
+from diffst_sc._core import Grid, section_view
 from diffst_sc.model import FootprintRows, GridSpec, HistologyPath, Ridge, cells_of, descriptor_maps
 
 
 @pytest.fixture(scope="module")
 def demo_view():
     sdata = ds.datasets.her2st_demo()
-    return ds.io.section_view(sdata)
+    return section_view(sdata)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_the_section_fitted_on_alone_is_recognised_without_reading_its_he(her2st
     genes = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP"]
     model = ds.tl.fit(sdata, genes=genes, progress=False)
     path = dataclasses.replace(model.path, fitted_slope=1e6)  # measured: about 0
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     # the spots fit flagged as failed captures and superresolve leaves out
     flagged = view.adata.obs["diffst_low_counts"].to_numpy(bool)
     kept = dataclasses.replace(view, adata=view.adata[~flagged],
@@ -249,7 +249,7 @@ def test_an_image_whose_tissue_misses_the_spots_is_refused_before_any_work(her2s
     genes = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP"]
     sdata = copy.deepcopy(her2st_c2_or_demo)
     model = ds.tl.fit(sdata, genes=genes, progress=False)
-    key = ds.io.section_view(sdata).image_key
+    key = section_view(sdata).image_key
     img = sdata.images[key]
     arr = np.asarray(img["scale0"].image.values if hasattr(img, "children") else img.values)
     sdata.images[key] = Image2DModel.parse(arr[:, ::-1, ::-1].copy(), dims=("c", "y", "x"),
@@ -297,7 +297,7 @@ def test_the_shipped_reference_loads_by_name_and_a_fit_starts_from_it(her2st_c2_
         ds.model.HistologyModel.reference("mouse")
     sdata = copy.deepcopy(her2st_c2_or_demo)
     genes = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP"]
-    absent = next(g for g in ds.io.section_view(sdata).genes if g not in ref.genes)
+    absent = next(g for g in section_view(sdata).genes if g not in ref.genes)
     model = ds.tl.fit(sdata, genes=[*genes, absent], reference="her2st", progress=False)
     strength = np.asarray(model.path.prior_strength)
     assert strength.shape == (7,) and np.all((strength >= 0) & (strength <= 1))

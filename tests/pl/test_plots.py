@@ -2,6 +2,8 @@
 
 import matplotlib
 
+from diffst_sc._core import section_view
+
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -66,7 +68,7 @@ def test_layer_renders_with_spatialdata_plot_where_the_values_are(fitted_c2):
     import spatialdata_plot  # noqa: F401
 
     sdata, _ = fitted_c2
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     layer = sdata.images["diffst"].sel(c="ERBB2")
     values = np.asarray(layer.values)
     fig, ax = plt.subplots(figsize=(6, 6), dpi=80)
@@ -100,7 +102,7 @@ def test_mean_and_uncertainty_share_one_unit_and_panels_have_scale_bars(fitted_c
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     sdata, _ = fitted_c2
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     mean = np.asarray(sdata.images["diffst"].sel(c="ERBB2").values)
     std = np.asarray(sdata.images["diffst_std"].sel(c="ERBB2").values)
     for log1p, unit in ((True, "log1p(counts per spot footprint)"),
@@ -156,7 +158,7 @@ def test_scale_bar_lengths_are_round():
     labels = []
     for n_columns in (2, 5, 12, 100):  # the demo section cut to its first columns of spots
         sdata = ds.datasets.her2st_demo()
-        view = ds.io.section_view(sdata)
+        view = section_view(sdata)
         column = np.round(view.centres_px[:, 0] / view.spacing_px)
         keep = column < column.min() + n_columns
         sdata.tables["table"] = sdata.tables["table"][keep].copy()

@@ -16,7 +16,7 @@ from spatialdata.transformations import get_transformation
 
 import diffst_sc as ds
 from conftest import jittered_section
-from diffst_sc._core import affine_matrix
+from diffst_sc._core import affine_matrix, section_view
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_blocks_cut_by_the_tissue_edge_record_what_share_they_measured(c2_lr):
     n = lr.obs["n_spots"].to_numpy()
     assert (n < 4).any() and (n == 4).any()  # C2 has blocks cut by its edge
     np.testing.assert_allclose(lr.obs["diffst_measured_fraction"].to_numpy(), n / 4)
-    view = ds.io.section_view(c2_lr)
+    view = section_view(c2_lr)
     np.testing.assert_allclose(view.footprint_library_sizes() * n / 4, view.library_sizes(),
                                rtol=1e-6)
     # degraded again, each block measured the shares of its pseudo-spots (of 16 spots)
@@ -83,7 +83,6 @@ def test_square_lr_totals_equal_hr_totals_per_block(c2_lr, her2st_c2_or_demo):
 
 def test_a_few_genes_keep_the_library_sizes_of_all(c2_lr, her2st_c2_or_demo):
     """Degrading some genes records every spot's counts over all genes, which normalise them."""
-    from diffst_sc.io import section_view
     from diffst_sc.model import scaler_for
 
     src = her2st_c2_or_demo.tables["table"]
@@ -101,8 +100,8 @@ def test_a_few_genes_keep_the_library_sizes_of_all(c2_lr, her2st_c2_or_demo):
 
 
 def test_square_result_is_a_section(c2_lr, her2st_c2_or_demo):
-    view = ds.io.section_view(c2_lr)
-    src = ds.io.section_view(her2st_c2_or_demo)
+    view = section_view(c2_lr)
+    src = section_view(her2st_c2_or_demo)
     assert view.n_spots == 56 and view.coordinate_system == src.coordinate_system
     assert view.microns_per_pixel == pytest.approx(src.microns_per_pixel)
     assert view.spot_diameter_um == pytest.approx(200.0)
@@ -113,7 +112,7 @@ def test_square_result_is_a_section(c2_lr, her2st_c2_or_demo):
     assert c2_lr.images["he"]["scale0"]["image"].shape == her2st_c2_or_demo.images["he"][
         "scale0"]["image"].shape
     np.testing.assert_array_equal(view.image_to_cs, src.image_to_cs)
-    hr_view = ds.io.section_view(c2_lr, table_key="hr_table")
+    hr_view = section_view(c2_lr, table_key="hr_table")
     np.testing.assert_allclose(hr_view.centres_px, src.centres_px)
 
 
@@ -121,7 +120,7 @@ def test_spots_off_any_lattice_are_grouped_with_their_neighbours():
     from diffst_sc._core import area_per_spot, spot_positions
 
     src = jittered_section(jitter=0.15)
-    view = ds.io.section_view(src)
+    view = section_view(src)
     assert spot_positions(view)[2] == "binned"
     lr = ds.pp.degrade(src, genes=["ERBB2", "IGKC", "COL1A1"])  # auto: grouped, square blocks
     table, hr = lr.tables["table"], lr.tables["hr_table"]
@@ -134,7 +133,7 @@ def test_spots_off_any_lattice_are_grouped_with_their_neighbours():
     np.testing.assert_allclose(table.X.toarray(),
                                sp.csr_matrix((np.ones(len(parent)), (parent, np.arange(len(parent)))))
                                @ hr.X.toarray(), rtol=1e-6)
-    lr_view = ds.io.section_view(lr)
+    lr_view = section_view(lr)
     far = np.linalg.norm(view.centres_px - lr_view.centres_px[parent], axis=1)
     assert far.max() < 2 * np.sqrt(area_per_spot(view.centres_px))  # within a 2 x 2 block
     with pytest.raises(ValueError, match="no regular lattice.*mode='auto'"):
@@ -145,7 +144,7 @@ def test_degrade_leaves_the_input_alone(her2st_c2_or_demo):
     from spatialdata.transformations import Scale, set_transformation
 
     src = her2st_c2_or_demo
-    cs = ds.io.section_view(src).coordinate_system
+    cs = section_view(src).coordinate_system
     table = src.tables["table"]
     n_obs, keys = table.n_obs, set(table.obs.columns)
     lr = ds.pp.degrade(src, genes=["ERBB2", "GRB7", "IGKC"])
@@ -171,8 +170,8 @@ def test_hex_on_visium(visium_tiny_dir):
     summed = sp.csr_matrix((np.ones(hr.n_obs), (par, np.arange(hr.n_obs)))) @ hr.X
     np.testing.assert_array_equal(np.asarray(summed.todense()), lr.X.toarray())
     # children are within one lattice step of each other's hexagon centre
-    src = ds.io.section_view(sdata, image_key="tiny_lowres_image")
-    view = ds.io.section_view(out)
+    src = section_view(sdata, image_key="tiny_lowres_image")
+    view = section_view(out)
     step = 100.0 / src.microns_per_pixel
     d = np.linalg.norm(src.centres_px - view.centres_px[par], axis=1)
     assert d.max() <= 2 * step * 1.01
@@ -273,7 +272,7 @@ def test_transcripts_on_the_xenium_crop(xenium_sdata):
 def test_transcripts_result_is_a_section(xenium_sdata):
     out = ds.pp.degrade(xenium_sdata, mode="transcripts", spot_diameter_um=20.0,
                         spot_spacing_um=30.0)
-    view = ds.io.section_view(out)
+    view = section_view(out)
     assert view.image_key == "he" and view.coordinate_system == "global"
     assert view.microns_per_pixel == pytest.approx(0.364, abs=0.002)
     assert view.spot_diameter_um == pytest.approx(20.0, rel=1e-3)
@@ -281,7 +280,7 @@ def test_transcripts_result_is_a_section(xenium_sdata):
     # default Visium geometry fits only a disc or two in this 190 x 160 um crop, but works
     visium_like = ds.pp.degrade(xenium_sdata)
     assert visium_like.tables["table"].n_obs >= 1
-    assert ds.io.section_view(visium_like).spot_diameter_um == pytest.approx(55.0, rel=1e-3)
+    assert section_view(visium_like).spot_diameter_um == pytest.approx(55.0, rel=1e-3)
 
 
 def test_transcripts_bad_parameters(xenium_sdata):
@@ -306,7 +305,7 @@ def test_transcripts_result_round_trips_through_zarr(xenium_sdata, tmp_path):
     np.testing.assert_array_equal(back.tables["table"].X.toarray(),
                                   out.tables["table"].X.toarray())
     assert back.tables["table"].uns["diffst_degrade"]["mode"] == "transcripts"
-    assert ds.io.section_view(back).n_spots == out.tables["table"].n_obs
+    assert section_view(back).n_spots == out.tables["table"].n_obs
 
 
 def _assert_same_section(a, b):
@@ -324,10 +323,10 @@ def test_arrays_coarsen_as_degrade_does_on_a_square_array(her2st_c2_or_demo):
     """fit sums its pairs from arrays; they are the pseudo-spots pp.degrade writes."""
     from diffst_sc._core import coarsen_view
 
-    view = ds.io.section_view(her2st_c2_or_demo)
+    view = section_view(her2st_c2_or_demo)
     obs = view.adata.obs
     row, col = obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int)
-    degraded = ds.io.section_view(ds.pp.degrade(her2st_c2_or_demo),
+    degraded = section_view(ds.pp.degrade(her2st_c2_or_demo),
                                   microns_per_pixel=view.microns_per_pixel)
     _assert_same_section(coarsen_view(view, row, col, mode="square"), degraded)
 
@@ -340,9 +339,9 @@ def test_arrays_coarsen_as_degrade_does_on_visium(visium_tiny_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sdata = spatialdata_io.visium(visium_tiny_dir, dataset_id="tiny")
-    view = ds.io.section_view(sdata, image_key="tiny_lowres_image")
+    view = section_view(sdata, image_key="tiny_lowres_image")
     obs = view.adata.obs
     row, col = obs["array_row"].to_numpy(int), obs["array_col"].to_numpy(int)
-    degraded = ds.io.section_view(ds.pp.degrade(sdata, image_key="tiny_lowres_image"),
+    degraded = section_view(ds.pp.degrade(sdata, image_key="tiny_lowres_image"),
                                   microns_per_pixel=view.microns_per_pixel)
     _assert_same_section(coarsen_view(view, row, col, mode="hex"), degraded)

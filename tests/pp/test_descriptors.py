@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffst_sc._core import section_view
 from diffst_sc.pp import (
     BASE_UM,
     COUNT_LIKE,
@@ -99,9 +100,8 @@ def test_a_coarse_image_is_read_as_it_is_and_described_alike(her2st_c2_or_demo):
     not upsampled to 1 um; the colour means over discs are those of the upsampled read."""
     from dataclasses import replace
 
-    import diffst_sc as ds
 
-    view = ds.io.section_view(her2st_c2_or_demo)
+    view = section_view(her2st_c2_or_demo)
     f = int(round(16.0 / view.microns_per_pixel))
     img = np.asarray(view.image)[:3].astype(np.float32)
     h, w = img.shape[1] // f * f, img.shape[2] // f * f
@@ -133,9 +133,8 @@ def test_a_section_is_described_alike_in_one_window_and_in_many(her2st_c2_or_dem
     rounding)."""
     from dataclasses import replace
 
-    import diffst_sc as ds
 
-    view = ds.io.section_view(her2st_c2_or_demo)
+    view = section_view(her2st_c2_or_demo)
     c = view.centres_px[:60]
     m = 1.5 * view.spacing_px
     extent = (c[:, 0].min() - m, c[:, 1].min() - m, c[:, 0].max() + m, c[:, 1].max() + m)
@@ -174,9 +173,8 @@ def test_rejects_a_float_image():
 
 
 def test_real_spots_differ_and_scales_stack(her2st_c2_or_demo):
-    import diffst_sc as ds
 
-    view = ds.io.section_view(her2st_c2_or_demo)
+    view = section_view(her2st_c2_or_demo)
     c = view.centres_px[:40]
     m = view.spacing_px
     bbox = (c[:, 0].min() - m, c[:, 1].min() - m, c[:, 0].max() + m, c[:, 1].max() + m)

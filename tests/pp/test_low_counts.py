@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 
 
 def _lattice(n: int = 10) -> np.ndarray:
@@ -105,7 +106,7 @@ def _skipped(view, key) -> list[str]:
 
 def test_missing_spots_are_read_from_the_column_or_computed():
     sdata = ds.datasets.her2st_demo()
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     table = sdata.tables["table"]
     assert _skipped(view, None) == []
     assert "diffst_low_counts" not in table.obs
@@ -135,4 +136,4 @@ def test_a_table_of_some_genes_is_judged_by_its_recorded_library_sizes():
     assert adata.obs_names[adata.obs["low"].to_numpy()].tolist() == ["s20"]
     sdata = ds.datasets.her2st_demo()
     sdata.tables["table"].obs[LIBRARY_KEY] = 3000.0  # its two empty spots, recorded as full
-    assert _skipped(ds.io.section_view(sdata), "diffst_low_counts") == []
+    assert _skipped(section_view(sdata), "diffst_low_counts") == []

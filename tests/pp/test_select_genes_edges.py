@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 from diffst_sc.pp import DEFAULT_EXCLUDE
 
 
@@ -49,7 +50,7 @@ def test_sections_are_named_as_fit_names_them():
     # fit names a section after its coordinate system (SectionView.name); so does select_genes
     first, second = ds.datasets.her2st_demo(), ds.datasets.her2st_demo()
     second.rename_coordinate_systems({"her2st_c2": "C2_copy"})
-    assert ds.io.section_view(second).name == "C2_copy"
+    assert section_view(second).name == "C2_copy"
     second.tables["table"] = second.tables["table"][:, 1:].copy()  # loses its first gene
     lost = str(first.tables["table"].var_names[0])
     with pytest.raises(KeyError, match=rf"not in the table of section 'C2_copy': \['{lost}'\]"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import diffst_sc as ds
-from diffst_sc._core import affine_matrix, table_spots
+from diffst_sc._core import affine_matrix, section_view, table_spots
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def _map(sdata):
 
 def _pixels_per_footprint(mapped) -> float:
     """Map pixels in one spot disc, from the section's own geometry."""
-    view = ds.io.section_view(mapped)
+    view = section_view(mapped)
     _, a, _ = _map(mapped)
     pixel_px = np.sqrt(abs(np.linalg.det((np.linalg.inv(view.image_to_cs) @ a)[:2, :2])))
     return np.pi * (view.diameter_px / 2) ** 2 / pixel_px**2
@@ -142,7 +142,7 @@ def test_a_cell_that_is_a_spot_gets_that_spots_counts(mapped):
     spots_table = mapped.tables["table"]
     order = table_spots(mapped, "table").index
     predicted = table[[str(i) for i in order]].X
-    measured = ds.io.section_view(mapped).footprint_expression(list(table.var_names))
+    measured = section_view(mapped).footprint_expression(list(table.var_names))
     used = ~spots_table.obs["diffst_low_counts"].to_numpy(bool)
     ratio = predicted[used].sum(1) / measured[used].sum(1)
     assert np.median(np.abs(ratio - 1)) < 0.02
@@ -213,14 +213,14 @@ def test_nuclei_of_the_he(mapped, nuclei):
     cs = mapped.tables["table"].uns["diffst"]["coordinate_system"]
     he = mapped.images["he"]
     a = affine_matrix(get_transformation(nuclei, cs))
-    he_shape = ds.io.section_view(mapped).image.shape[1:]
+    he_shape = section_view(mapped).image.shape[1:]
     corner = a @ [nuclei.shape[1], nuclei.shape[0], 1]
     np.testing.assert_allclose(corner[:2], [he_shape[1], he_shape[0]], rtol=1e-9)
     assert cs in get_transformation(he, get_all=True)
     labels = np.asarray(nuclei.data)
     n = int(labels.max())
     assert 5_000 < n < 100_000
-    um2 = abs(np.linalg.det(a[:2, :2])) * ds.io.section_view(mapped).microns_per_pixel ** 2
+    um2 = abs(np.linalg.det(a[:2, :2])) * section_view(mapped).microns_per_pixel ** 2
     areas = np.bincount(labels.ravel())[1:] * um2
     assert 20 < np.median(areas) < 200  # nuclei grown by 3 um
 
@@ -241,7 +241,7 @@ def test_nuclei_table_annotates_the_labels_and_survives_writing(mapped, nuclei, 
     assert (table.obs["map_fraction"] > 0.99).mean() > 0.95
     assert np.all(table.layers["std"] >= 0) and np.isfinite(table.X).all()
     # centroids lie in the coordinate system, over the H&E
-    view = ds.io.section_view(mapped)
+    view = section_view(mapped)
     xy = table.obsm["spatial"]
     assert (xy.min(0) >= 0).all() and (xy.max(0) <= view.image.shape[1:][::-1]).all()
     # spatialdata's join finds each cell's row

@@ -9,6 +9,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import diffst_sc as ds
+from diffst_sc._core import section_view
 from diffst_sc.tl import evaluate
 
 LAYER_PX = 24.0  # H&E pixels per layer pixel (about 17 um on her2st)
@@ -114,7 +115,7 @@ def test_nan_outside_the_tissue_scores_as_no_counts(c2_degraded, bench_genes):
     h, w = raster.shape[1:]
     jj, ii = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     xy = np.c_[jj.ravel(), ii.ravel(), np.ones(h * w)] @ affine.T
-    view = ds.io.section_view(lr, table_key="hr_table", coordinate_system=cs)
+    view = section_view(lr, table_key="hr_table", coordinate_system=cs)
     d = cKDTree(hr.obsm["spatial"]).query(xy[:, :2] @ np.linalg.inv(view.image_to_cs)[:2, :2].T
                                            + np.linalg.inv(view.image_to_cs)[:2, 2])[0]
     blank = (d > 0.4 * view.diameter_px).reshape(h, w)

@@ -16,7 +16,7 @@ import diffst_sc as ds
 from conftest import FIT_BUDGET as BUDGET
 from conftest import FIT_GENES as GENES
 from conftest import SAMPLING
-from diffst_sc._core import affine_matrix, layer_footprint_means
+from diffst_sc._core import affine_matrix, layer_footprint_means, section_view
 
 # the benchmark's baselines (bicubic, the 2x2 degradation of a section) are importable here
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -43,7 +43,7 @@ def test_layers_are_genes_over_the_he(fitted):
     assert layer.data.chunksize[0] == 1  # one gene per chunk
     # The layer's transformation maps its pixel grid onto the H&E: a spot's centre in the H&E
     # falls inside the layer and the layer pixel there lies inside the spot's footprint.
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     from spatialdata.transformations import get_transformation
 
     a = np.linalg.inv(affine_matrix(get_transformation(layer, to_coordinate_system=view.coordinate_system)))
@@ -63,7 +63,7 @@ def _kept(sdata):
 
 def test_layer_is_consistent_with_the_measured_spots(fitted):
     sdata, _ = fitted
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     got = layer_footprint_means(sdata, "diffst", view.centres_px, view.diameter_px,
                                 view.coordinate_system)
     want = view.expression(GENES)
@@ -104,7 +104,7 @@ def test_layers_are_in_memory_and_outlive_the_process_state(fitted, tmp_path):
 
 def test_finer_pixels_keep_the_spots_consistent(fitted):
     sdata, model = fitted
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     ds.tl.superresolve(sdata, model, key_added="fine", pixel_size_um=20.0, **SAMPLING)
     layer = sdata.images["fine"]
     assert np.isclose(sdata.tables["table"].uns["fine"]["pixel_size_um"], 20.0, rtol=0.02)
@@ -239,12 +239,12 @@ def test_histology_path_alone_beats_interpolation_within_spots(her2st_c2_or_demo
     ds.tl.superresolve(target, model=model, progress=False)
     # Fitted on this very section: its departures keep the size they were fitted at.
     assert target.tables["table"].uns["diffst"]["path_gain"] == pytest.approx(1.0, abs=1e-6)
-    view = ds.io.section_view(target)
+    view = section_view(target)
     got = layer_footprint_means(target, "diffst", view.centres_px, view.diameter_px,
                                 view.coordinate_system)
     want = view.footprint_expression(genes)  # pseudo-spots: counts over the whole disc
     assert np.abs(got - want).sum() / want.sum() < 0.05
-    hr = ds.io.section_view(lr, table_key="hr_table", image_key=view.image_key,
+    hr = section_view(lr, table_key="hr_table", image_key=view.image_key,
                             coordinate_system=view.coordinate_system,
                             microns_per_pixel=view.microns_per_pixel)
     pred = layer_footprint_means(target, "diffst", hr.centres_px, hr.diameter_px,
@@ -314,7 +314,7 @@ def test_a_path_fitted_elsewhere_is_rescaled_to_the_section(her2st_c2_or_demo):
     model.path = dataclasses.replace(model.path, fitted_slope=1e6)
     ds.tl.superresolve(sdata, model=model, key_added="calm", progress=False)
     assert sdata.tables["table"].uns["calm"]["path_gain"] < 0.01
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     assert _quarter_spread(sdata, "calm", view, genes) < 0.5 * _quarter_spread(
         sdata, "as_fitted", view, genes)
 

@@ -15,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 
 import diffst_sc as ds
-from diffst_sc._core import Grid, add_pixel_table
+from diffst_sc._core import Grid, add_pixel_table, section_view
 
 N_GENES = 60  # over 50: scanpy's defaults run a PCA first
 
@@ -24,7 +24,7 @@ def _section_with_pixel_table(pixels_per_spacing: int, key: str):
     from scipy.spatial import cKDTree
 
     sdata = ds.datasets.her2st_demo()
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     genes = view.genes[:N_GENES]
     grid = Grid.around(view.centres_px, view.spacing_px / pixels_per_spacing, view.spacing_px)
     dist, nearest = cKDTree(view.centres_px).query(grid.pixel_centres())

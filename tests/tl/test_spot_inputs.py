@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 
 import diffst_sc as ds
 from conftest import jittered_section
-from diffst_sc._core import layer_footprint_means
+from diffst_sc._core import layer_footprint_means, section_view
 
 GENES = ["ERBB2", "IGKC", "COL1A1", "FASN", "KRT19", "MGP", "CD74", "SCGB2A2"]
 #: The H&E pixel size of the demo section (``read_legacy_st`` records it).
@@ -43,7 +43,7 @@ def run():
         ds.tl.superresolve(sdata, model, key_added="every_spot", layer="raw",
                            microns_per_pixel=MPP, missing_key=None, outside_tissue=np.nan,
                            progress=False)
-    view = ds.io.section_view(sdata, layer="raw", microns_per_pixel=MPP)
+    view = section_view(sdata, layer="raw", microns_per_pixel=MPP)
     return sdata, view, [str(w.message) for w in caught]
 
 
@@ -54,7 +54,7 @@ def _means(sdata, view, key):
 
 def test_spots_off_any_lattice_are_fitted_and_super_resolved():
     sdata = jittered_section(jitter=0.15)
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     lr_views, target = ds.pp.self_supervised_pairs(view, genes=GENES)
     assert len(lr_views) == 4  # every phase of the 2 x 2 blocks of bins
     assert all(15 < v.n_spots < view.n_spots / 2 for v in lr_views)
@@ -85,7 +85,7 @@ def test_layer_and_pixel_size_are_used(run):
 def test_a_guessed_pixel_size_warns_and_bad_values_are_refused():
     sdata = _raw_section()
     with pytest.warns(UserWarning, match=GUESS_WARNING):
-        view = ds.io.section_view(sdata, layer="raw")
+        view = section_view(sdata, layer="raw")
     assert abs(view.microns_per_pixel / MPP - 1) > 0.3  # the guess is far off on this section
     untrained = ds.tl.fit(sdata, genes=GENES, layer="raw", microns_per_pixel=MPP,
                           progress=False)
@@ -150,7 +150,7 @@ def _layer_affine(sdata, view):
 
 def test_fit_leaves_flagged_spots_out_of_the_pairs():
     sdata = _raw_section()
-    view = ds.io.section_view(sdata, layer="raw", microns_per_pixel=MPP)
+    view = section_view(sdata, layer="raw", microns_per_pixel=MPP)
     raw = view.expression()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no pixel-size guess inside degrade
@@ -173,7 +173,7 @@ def test_training_pairs_copy_only_the_model_genes_and_keep_library_sizes():
     from diffst_sc.model import scaler_for
 
     sdata = ds.datasets.her2st_demo()
-    view = ds.io.section_view(sdata)
+    view = section_view(sdata)
     few, _ = ds.pp.self_supervised_pairs(view, None, GENES)
     every, _ = ds.pp.self_supervised_pairs(view, None)
     assert len(few) == len(every) == 4

@@ -17,7 +17,7 @@ F = TypeVar("F", bound=Callable)
 #: Shared parameter texts, by parameter name.
 PARAMETERS = {
     "table_key": "Table of the SpatialData to use; the only one, or ``\"table\"`` when there are "
-                 "several, by default (see :func:`diffst_sc.io.section_view`).",
+                 "several, by default (see :func:`diffst_sc.io.describe_section`).",
     "image_key": "H&E image element to use; by default the finest usable image in the "
                  "coordinate system (RGB(A) and not blank: a blank one is skipped, with a "
                  "warning).",

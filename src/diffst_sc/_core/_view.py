@@ -95,7 +95,8 @@ class SectionView:
 
     Examples
     --------
-    >>> view = ds.io.section_view(sdata)  # doctest: +SKIP
+    >>> from diffst_sc._core import section_view
+    >>> view = section_view(sdata)  # doctest: +SKIP
     >>> view.expression(["ERBB2"]).shape, view.microns_per_pixel  # doctest: +SKIP
     """
 
@@ -253,7 +254,8 @@ def section_view(
     Examples
     --------
     >>> import diffst_sc as ds
-    >>> view = ds.io.section_view(ds.datasets.her2st_demo())
+    >>> from diffst_sc._core import section_view
+    >>> view = section_view(ds.datasets.her2st_demo())
     >>> view.n_spots
     187
     """

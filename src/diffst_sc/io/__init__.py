@@ -6,10 +6,11 @@ from .._core._checks import (
     NetworkUninformativeWarning,
     NotCountsWarning,
 )
-from .._core._view import SectionView, section_view
 from ._anndata import from_anndata
+from ._describe import SectionInfo, describe_section
 from ._legacy_st import read_legacy_st
 
-__all__ = ["read_legacy_st", "from_anndata", "section_view", "SectionView", "NotCountsWarning",
+__all__ = ["read_legacy_st", "from_anndata", "describe_section", "SectionInfo",
+           "NotCountsWarning",
            "CoarseImageWarning",
            "HistologyUninformativeWarning", "NetworkUninformativeWarning"]

@@ -77,7 +77,8 @@ class HeldOut:
     Examples
     --------
     >>> import diffst_sc as ds
-    >>> view = ds.io.section_view(ds.datasets.her2st_demo())
+    >>> from diffst_sc._core import section_view
+    >>> view = section_view(ds.datasets.her2st_demo())
     >>> inputs, target = ds.pp.self_supervised_pairs(view, genes=["ERBB2", "IGKC"])
     >>> held = ds.model.HeldOut.of(inputs, target, ds.model.GridSpec())
     >>> bool(0.1 < held.spots.mean() < 0.3)

@@ -57,7 +57,7 @@ def spots(sdata: SpatialData, gene: str | None = None, *, table_key: str | None 
     """
     import matplotlib.pyplot as plt
 
-    from ..io import section_view
+    from .._core import section_view
     from ._utils import finish, he_backdrop, unit_label
 
     view = section_view(sdata, table_key=table_key, coordinate_system=coordinate_system,

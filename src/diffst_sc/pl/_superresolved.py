@@ -57,8 +57,8 @@ def superresolved(sdata: SpatialData, genes: str | list[str], *, key: str = "dif
     """
     import matplotlib.pyplot as plt
 
+    from .._core import section_view
     from .._core._raster import layer_extent
-    from ..io import section_view
     from ._utils import finish, he_backdrop
 
     genes = [genes] if isinstance(genes, str) else list(genes)

@@ -89,7 +89,7 @@ def degrade(
         A new object in the source's coordinate system with ``images["he"]`` (the input's H&E),
         ``shapes["spots"]`` + ``tables["table"]`` (the LR pseudo-spots: summed raw counts in
         ``X`` and ``layers["counts"]``, ``obsm["spatial"]`` in H&E pixels,
-        ``uns["diffst_section"]`` with their geometry, so :func:`diffst_sc.io.section_view`
+        ``uns["diffst_section"]`` with their geometry, so :func:`diffst_sc._core.section_view`
         works on it) and the HR truth: ``shapes["hr_spots"]`` + ``tables["hr_table"]``
         (spot modes: the measured spots, ``obs["lr_spot"]`` = row of their pseudo-spot in
         ``table``) or ``images["hr_truth"]`` (genes x H x W counts per pixel) +

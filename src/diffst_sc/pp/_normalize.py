@@ -24,7 +24,7 @@ def resolve_table(data, table_key: str | None = None):
         A SpatialData object or an AnnData.
     table_key
         Table of the SpatialData; the only one (or ``"table"``) by default, as in
-        :func:`diffst_sc.io.section_view`.
+        :func:`diffst_sc._core.section_view`.
 
     Returns
     -------

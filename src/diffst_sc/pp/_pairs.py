@@ -33,7 +33,7 @@ def self_supervised_pairs(view: SectionView, missing_key: str | None = None,
     Parameters
     ----------
     view
-        The section (:func:`diffst_sc.io.section_view`).
+        The section (:func:`diffst_sc._core.section_view`).
     missing_key
         Boolean ``obs`` column of the spots to leave out; computed with the rule of
         :func:`flag_low_count_spots` and written to the table when absent. ``None`` keeps every
@@ -58,7 +58,8 @@ def self_supervised_pairs(view: SectionView, missing_key: str | None = None,
     Examples
     --------
     >>> import diffst_sc as ds
-    >>> view = ds.io.section_view(ds.datasets.her2st_demo())
+    >>> from diffst_sc._core import section_view
+    >>> view = section_view(ds.datasets.her2st_demo())
     >>> inputs, target = ds.pp.self_supervised_pairs(view, genes=["ERBB2", "IGKC"])
     >>> len(inputs), target.n_spots == view.n_spots
     (4, True)

@@ -45,7 +45,7 @@ def section_descriptors(view, centres_px: np.ndarray, radius_um: float,
     Parameters
     ----------
     view
-        The section (``diffst_sc.io.section_view``).
+        The section (``diffst_sc._core.section_view``).
     centres_px
         ``(n, 2)`` disc centres (x, y) in full-resolution H&E pixels, inside ``extent_px``.
     radius_um, scales
