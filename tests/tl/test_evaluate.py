@@ -198,3 +198,26 @@ def test_grid_truth_on_xenium_crop(xenium_sdata):
     doubled = evaluate(lr).loc["mean"]
     assert 0.99 < doubled["PCC"] < 1.0
     assert doubled["NRMSE"] > 0.05
+
+
+def test_the_default_maps_uncertainty_locates_its_errors(c2_degraded, bench_genes):
+    """Fitted on the pseudo-spots alone, the default model's std beats both trivial shapes
+    (proportional to the mean, or to its square root) at the held-back spots, and its 90%
+    intervals hold there: the spread is conditional on what each footprint's spot measured."""
+    from spatialdata import SpatialData
+
+    genes = bench_genes[:30]
+    lr = c2_degraded
+    seen = SpatialData(images={"he": lr.images["he"]}, shapes={"spots": lr.shapes["spots"]},
+                       tables={"table": lr.tables["table"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.tl.fit(seen, genes=genes, progress=False)
+        ds.tl.superresolve(seen, progress=False)
+    lr.images["diffst"], lr.images["diffst_std"] = seen.images["diffst"], seen.images["diffst_std"]
+    try:
+        mean = evaluate(lr, genes=genes).loc["mean"]
+    finally:
+        del lr.images["diffst"], lr.images["diffst_std"]
+    assert mean["unc_gain"] > 0.02
+    assert 0.85 <= mean["coverage"] <= 0.95

@@ -27,11 +27,15 @@ class Calibration:
         (:func:`histology_weights`); ``None``: every weight 1.
     dispersion
         ``(G,)`` :func:`count_dispersion` on the section's own pairs; ``None``: not measured.
+    spread_scale
+        :func:`interval_scale` on the same pairs: the factor on the counts' variance that puts
+        90% of them within 1.645 standard deviations.
     """
 
     gain: float = 1.0
     weight: np.ndarray | None = None
     dispersion: np.ndarray | None = None
+    spread_scale: float = 1.0
 
 
 def weight_sums(shared: np.ndarray, own_part: np.ndarray, y: np.ndarray):
@@ -72,26 +76,69 @@ def count_dispersion(rows: list, pred: np.ndarray) -> np.ndarray | None:
     """``(G,)`` how far target spots' counts spread about the map beyond counting noise.
 
     ``rows`` are ``FootprintRows``; ``pred`` ``(n, G)`` the path's (held-out) predictions of
-    the rows' departures, stacked in the order of ``rows``. Each target spot's predicted counts are its parent's counts
-    shared among the parent's targets as the map's densities share them, and the dispersion
-    ``c`` of each gene is the moment estimate of a negative-binomial spread,
-    ``variance = mean + c * mean**2``: what the counts' squared errors hold beyond their
-    Poisson part, over the squared means. ``None`` when the rows keep no counts.
+    the rows' departures, stacked in the order of ``rows``. Each target spot's predicted counts
+    ``yhat`` are its parent's counts shared among the parent's targets as the map's densities
+    share them. Given the parent's counts, a target holding the share ``p = yhat / parent`` of
+    them spreads about ``yhat`` with variance ``(1 - p) * (yhat + c * yhat**2)``: a multinomial
+    share of the parent (Poisson and a negative-binomial dispersion ``c``, less what the parent's
+    known total takes away; 0 for a parent's only target). ``c`` of each gene is the moment
+    estimate: what the squared errors hold beyond that Poisson part, over ``(1 - p) * yhat**2``.
+    ``None`` when the rows keep no counts.
+    """
+    shared = _shared(rows, pred)
+    if shared is None:
+        return None
+    excess = sum((((y - yhat) ** 2 - rest * yhat).sum(0) for y, yhat, rest in shared), 0.0)
+    scale = sum(((rest * yhat**2).sum(0) for _, yhat, rest in shared), 0.0)
+    return np.clip(excess / np.maximum(scale, 1e-12), 0.0, None)
+
+
+def interval_scale(rows: list, pred: np.ndarray, dispersion, level: float = 0.9) -> float:
+    """The factor on :func:`count_dispersion`'s variance that makes its intervals hold.
+
+    The share ``level`` of the rows' targets (over genes; those whose variance is not 0) lie
+    within ``z`` standard deviations of their predicted counts, ``z`` the normal quantile of
+    ``level`` (1.645 for 90%), once the variance is multiplied by this factor. A variance
+    right on average still puts intervals in the wrong place when counts are skewed; this
+    is what the section's own held-out targets say about where they fall. 1 when nothing
+    is measured.
+    """
+    from scipy.stats import norm
+
+    shared = _shared(rows, pred)
+    if shared is None or dispersion is None:
+        return 1.0
+    c = np.asarray(dispersion, np.float64)
+    z = []
+    for y, yhat, rest in shared:
+        var = rest * (yhat + c * yhat**2)
+        ok = var > 1e-12
+        z.append(np.abs(y - yhat)[ok] / np.sqrt(var[ok]))
+    z = np.concatenate(z) if z else np.empty(0)
+    if z.size < 20:
+        return 1.0
+    return float((np.quantile(z, level) / norm.ppf(0.5 + level / 2)) ** 2)
+
+
+def _shared(rows: list, pred: np.ndarray):
+    """Per set of rows, ``(counts, yhat, 1 - share)``; ``None`` without counts.
+
+    ``yhat`` is each target's parent's counts shared among the parent's targets as the map's
+    densities share them, ``share`` the part of the parent's counts it holds.
     """
     from .._core._units import to_density
 
     if not rows or any(r.counts is None for r in rows):
         return None
-    excess, scale, start = 0.0, 0.0, 0
+    out, start = [], 0
     for r in rows:
         n = len(r.target)
         v = to_density(r.lr + pred[start:start + n], r.mu, r.sd) + 1e-12
         start += n
         _, parent = np.unique(r.parent, return_inverse=True)
-        yhat = _parent_sums(r.counts, parent)[parent] * v / _parent_sums(v, parent)[parent]
-        excess = excess + ((r.counts - yhat) ** 2 - yhat).sum(0)
-        scale = scale + (yhat**2).sum(0)
-    return np.clip(excess / np.maximum(scale, 1e-12), 0.0, None)
+        share = v / _parent_sums(v, parent)[parent]
+        out.append((r.counts, _parent_sums(r.counts, parent)[parent] * share, 1.0 - share))
+    return out
 
 
 def _parent_sums(a: np.ndarray, parent: np.ndarray) -> np.ndarray:

@@ -231,7 +231,8 @@ def section_calibration(path, view: SectionView, genes: list[str], spec: GridSpe
     if path.fitted_on is not None and path.fitted_on == pairs_fingerprint(hr, genes):
         weight, disp = path.held_out_weight, path.dispersion
         return Calibration(1.0, None if weight is None else np.asarray(weight, np.float64),
-                           None if disp is None else np.asarray(disp, np.float64))
+                           None if disp is None else np.asarray(disp, np.float64),
+                           float(path.spread_scale))
     return path.calibrate(path_rows(lr_views, hr, genes, spec))
 
 

@@ -27,7 +27,13 @@ import scipy.sparse as sp
 from .._core._grid import Grid
 from ..metrics import block_means
 from ..pp import DESCRIPTOR_NAMES, WINDOW_BYTES, section_descriptors, stabilise_variance
-from ._calibration import Calibration, count_dispersion, histology_weights, weight_sums
+from ._calibration import (
+    Calibration,
+    count_dispersion,
+    histology_weights,
+    interval_scale,
+    weight_sums,
+)
 from ._ridge import Ridge
 
 #: Radii of the descriptor discs relative to the resolved footprint. The widest is about one
@@ -258,6 +264,9 @@ class HistologyPath:
     prior_strength
         ``(G,)`` how much of a reference's weights each gene's fit started from
         (``model._reference``); ``None`` when fitted without a reference.
+    spread_scale
+        The factor on that spread's variance that puts 90% of the held-out targets within
+        1.645 standard deviations (:func:`interval_scale`).
     """
 
     ridge: Ridge
@@ -269,6 +278,7 @@ class HistologyPath:
     held_out_weight: list[float] | None = None
     dispersion: list[float] | None = None
     prior_strength: list[float] | None = None
+    spread_scale: float = 1.0
 
     @classmethod
     def fit(cls, rows: list[FootprintRows], radius_ratio: float,
@@ -311,6 +321,7 @@ class HistologyPath:
         path.held_out_weight = histology_weights(*sums).tolist()
         dispersion = count_dispersion(rows, pred)
         path.dispersion = None if dispersion is None else dispersion.tolist()
+        path.spread_scale = interval_scale(rows, pred, dispersion)
         path.fitted_slope = path._slope(x, own, y) or 1.0
         return path
 
@@ -325,7 +336,9 @@ class HistologyPath:
         weight = histology_weights(*weight_sums(*self.ridge.parts(x, own), y))
         weighted = self.weighted(weight)
         pred = np.clip(weighted.ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION)
-        return Calibration(weighted.gain(rows), weight, count_dispersion(rows, pred))
+        dispersion = count_dispersion(rows, pred)
+        return Calibration(weighted.gain(rows), weight, dispersion,
+                           interval_scale(rows, pred, dispersion))
 
     def weighted(self, weight) -> HistologyPath:
         """The path with each gene's histology weights scaled by ``weight`` ``(G,)``."""
@@ -398,7 +411,8 @@ class HistologyPath:
                 "radius_ratio": self.radius_ratio, "cv_error": self.cv_error,
                 "residual_sd": self.residual_sd, "fitted_slope": self.fitted_slope,
                 "fitted_on": self.fitted_on, "held_out_weight": self.held_out_weight,
-                "dispersion": self.dispersion, "prior_strength": self.prior_strength}
+                "dispersion": self.dispersion, "prior_strength": self.prior_strength,
+                "spread_scale": self.spread_scale}
 
     @classmethod
     def from_dict(cls, d: dict) -> HistologyPath:
@@ -410,7 +424,8 @@ class HistologyPath:
         return cls(Ridge.from_dict(d["ridge"]), float(d["radius_ratio"]),
                    float(cv) if isinstance(cv, int | float) else float("nan"),
                    d.get("residual_sd"), d.get("fitted_slope"), d.get("fitted_on"),
-                   d.get("held_out_weight"), d.get("dispersion"), d.get("prior_strength"))
+                   d.get("held_out_weight"), d.get("dispersion"), d.get("prior_strength"),
+                   float(d.get("spread_scale", 1.0)))
 
 
 def _within_parents(rows: list[FootprintRows]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

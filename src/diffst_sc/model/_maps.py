@@ -200,6 +200,27 @@ class MapSection:
         self.arrays.lr = None
         return mean
 
+    def spot_share(self, footprint_means: np.ndarray, counts: np.ndarray,
+                   resolved_ratio: float | None) -> np.ndarray:
+        """``(G, H, W)`` the share of its spot's measured counts each pixel's footprint holds.
+
+        ``footprint_means`` ``(G, H, W)`` is the map over the footprint the map resolves
+        (radius ``resolved_ratio`` times the spots'), in counts per spot footprint, and
+        ``counts`` ``(spots, G)`` the spots' counts over their whole footprints. The footprint
+        holds ``resolved_ratio**2`` times its mean; the spot measured its counts over the part
+        of its footprint it measured, blended between neighbouring spots as the correction
+        blends them. About ``resolved_ratio**2`` inside the tissue, up to 1 where the footprint
+        holds the whole of what its spot measured (a spot mostly off tissue); 0 far from
+        every spot, where the map is not held by one.
+        """
+        ratio = float(resolved_ratio or 1.0)
+        measured = counts * self.view.measured_fraction[:, None]
+        g, h, w = footprint_means.shape
+        spot = np.asarray(self.spread @ measured).T.reshape(g, h, w)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(spot > 0, ratio**2 * footprint_means / spot, 0.0)
+        return np.clip(share, 0.0, 1.0)
+
     def finish(self, raw_mean: np.ndarray, raw_std: np.ndarray | None, model_error, *,
                pixel_px: float | None = None, outside: float = 0.0,
                calibration=None, resolved_ratio: float | None = None) -> SectionMaps:
@@ -244,8 +265,13 @@ class MapSection:
                 s = with_model_error(m, s, error[sl], self.scaler.sd[sl], unit, resolved_ratio)
             else:
                 radius = (resolved_ratio or 1.0) * self.view.diameter_px / 2 / self.grid.pixel
-                s = with_count_spread(footprint_mean(m, keep, radius), s, dispersion[sl],
-                                      resolved_ratio)
+                fm = footprint_mean(m, keep, radius)
+                s = with_count_spread(fm, s, dispersion[sl], resolved_ratio,
+                                      self.spot_share(fm, counts_target[:, sl], resolved_ratio),
+                                      calibration.spread_scale)
+                # a footprint holding all its spot measured is known; its spread stays above
+                # 0, which marks the outside of the tissue, as the mean does
+                s = np.maximum(s, 1e-6 * PSEUDO_COUNT)
             if pixel_px is not None:
                 m = resize(m, keep, inside, out_grid, outside)
                 s = resize(s, keep, inside, out_grid, outside)
@@ -309,7 +335,7 @@ def footprint_mean(maps: np.ndarray, keep: np.ndarray, radius: float) -> np.ndar
         return np.where(w > 0, out / w, maps)
 
 
-def with_count_spread(mean, std, dispersion, resolved_ratio=None):
+def with_count_spread(mean, std, dispersion, resolved_ratio=None, share=None, scale=1.0):
     """Add the spread of counts measured at the map's resolution to the spread of the samples.
 
     ``mean`` is the map averaged over the footprint around each pixel (:func:`footprint_mean`).
@@ -319,11 +345,19 @@ def with_count_spread(mean, std, dispersion, resolved_ratio=None):
     section's own held-out pairs measured: ``HistologyPath``'s ``count_dispersion``), which is
     ``mean / ratio**2 + c * mean**2`` in counts per spot footprint. Where the map is high the
     second term, the model's relative error, dominates; where it is low, the counting noise.
+
+    The map is held to its spots' counts: a footprint holding the share ``share`` of its spot's
+    measured counts (:meth:`MapSection.spot_share`) varies by ``1 - share`` of that, as one of
+    the parts a known total is split into does (none when ``None``). ``scale`` multiplies
+    the variance (``Calibration.spread_scale``: where the section's held-out counts fall).
     """
     ratio = float(resolved_ratio or 1.0)
     m = np.maximum(mean, 0.0)
     c = np.asarray(dispersion, np.float64)[:, None, None]
-    return np.sqrt(std**2 + m / ratio**2 + c * m**2)
+    var = m / ratio**2 + c * m**2
+    if share is not None:
+        var = var * (1.0 - share)
+    return np.sqrt(std**2 + float(scale) * var)
 
 
 def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FINAL_ROUNDS,
