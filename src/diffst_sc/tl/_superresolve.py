@@ -51,9 +51,11 @@ def superresolve(
     """Super-resolve a section with a fitted model and add the maps to it as image layers.
 
     Writes ``sdata.images[key_added]`` (mean over samples; channels = the model's genes, one
-    gene per chunk) and ``sdata.images[key_added + "_std"]`` (the uncertainty: the model's
-    error on held-out tiles of its training spots, per gene, in counts at each pixel's level;
-    with a Diff-ST network also the spread of its samples), both in-memory arrays placed exactly over the H&E in the section's coordinate system. Values
+    gene per chunk) and ``sdata.images[key_added + "_std"]`` (the uncertainty: the spread a
+    measurement of the footprint the map resolves would show about the map given its spot's
+    counts, from the counting noise and each gene's dispersion on the section's held-out spots;
+    with a Diff-ST network also the spread of its samples; see ``docs/method.md``), both
+    in-memory arrays placed exactly over the H&E in the section's coordinate system. Values
     are in the table's units per spot footprint: averaging the layer over a measured spot gives
     that spot's expression (every sampling step is projected onto that constraint; the remaining
     relative error is stored in ``table.uns[key_added]["consistency_error"]``). A pseudo-spot of
