@@ -4,7 +4,7 @@ import torch
 
 from diffst_sc.module import DiffSTNet, preset
 from diffst_sc.schedulers import DiffusionConfig, GaussianDiffusion, make_sampler
-from diffst_sc.train import TrainerConfig, fit_model
+from diffst_sc.train import TrainerConfig, denoising_loss, fit_model
 
 
 def _batch(g=4, p=16, k=2, n_cells=4, c=8):
@@ -35,7 +35,8 @@ def test_overfit_one_patch_then_sample_it_back():
     def loss_fn(module, b, generator):
         x0 = b["x0"].expand(8, -1, -1, -1)
         cond = {k: b[k].expand(8, *b[k].shape[1:]) for k in cond_keys}
-        return diffusion.loss(module, x0, cond, b["weight"].expand(8, -1, -1, -1), generator)
+        return denoising_loss(diffusion, module, x0, cond, b["weight"].expand(8, -1, -1, -1),
+                              generator)
 
     result = fit_model(net, loss_fn, lambda step, gen: batch,
                        TrainerConfig(lr=3e-3, max_steps=300, warmup_steps=10, ema_decay=0.9,

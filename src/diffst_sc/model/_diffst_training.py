@@ -176,11 +176,13 @@ def _patch_sampler(sections, net_cfg, budget, exclude=None, augment: bool = True
 
 
 def _loss_fn(model: DiffST):
+    from ..train import denoising_loss
+
     diffusion = model.diffusion
 
     def loss(module, batch, generator):
         cond = {k: batch[k] for k in _COND_KEYS}
-        return diffusion.loss(module, batch["x0"], cond, batch["weight"], generator)
+        return denoising_loss(diffusion, module, batch["x0"], cond, batch["weight"], generator)
 
     return loss
 

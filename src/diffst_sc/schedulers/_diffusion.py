@@ -44,7 +44,7 @@ class DiffusionConfig:
 
 
 class GaussianDiffusion:
-    """Noise schedule, ``q(x_t | x_0)`` and the denoising loss.
+    """Noise schedule, ``q(x_t | x_0)`` and what the network predicts at each level.
 
     Parameters
     ----------
@@ -98,49 +98,12 @@ class GaussianDiffusion:
             eps = (1 - a).sqrt() * x_t + a.sqrt() * out
         return x0, eps
 
-    def loss(self, net, x0: torch.Tensor, cond: dict, weight: torch.Tensor,
-             generator: torch.Generator | None = None, aux_weight: float = 1.0):
-        """Weighted denoising loss of ``net`` on a batch.
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is trained to predict at ``x_t = q_sample(x0, t, noise)``.
 
-        Parameters
-        ----------
-        net
-            Callable ``net(x_t, t_frac, cond) -> (prediction, aux_loss)``.
-        x0
-            ``(B, G, H, W)`` clean target maps.
-        cond
-            Conditioning tensors passed through to ``net``.
-        weight
-            ``(B, 1, H, W)`` confidence of the target per pixel (0 where nothing is known).
-        generator
-            Source of the timesteps and noise (on ``x0``'s device).
-        aux_weight
-            Factor on the network's auxiliary (disentangling) loss, which the network has
-            already weighted by its own configuration.
-
-        Returns
-        -------
-        tuple[torch.Tensor, dict[str, torch.Tensor]]
-            The scalar loss and its parts.
+        ``x0`` itself, the ``noise``, or the velocity ``sqrt(abar) noise - sqrt(1 - abar) x0``,
+        as the configuration's ``prediction`` says; :meth:`split` inverts it.
         """
-        b = x0.shape[0]
-        if self.config.deterministic:
-            t = torch.full((b,), self.num_train_steps - 1, device=x0.device, dtype=torch.long)
-            x_t = torch.zeros_like(x0)
-            out, aux = net(x_t, torch.ones(b, device=x0.device), cond)
-            target = x0
-        else:
-            t = torch.randint(0, self.num_train_steps, (b,), device=x0.device, generator=generator)
-            noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
-            x_t = self.q_sample(x0, t, noise)
-            out, aux = net(x_t, t.float() / self.num_train_steps, cond)
-            target = self._target(x0, noise, t)
-        err = ((out.float() - target) ** 2).mean(dim=1, keepdim=True)
-        mse = (err * weight).sum() / weight.sum().clamp_min(1e-6)
-        total = mse + aux_weight * aux
-        return total, {"mse": mse.detach(), "aux": aux.detach() if torch.is_tensor(aux) else aux}
-
-    def _target(self, x0, noise, t):
         if self.config.prediction == "x0":
             return x0
         if self.config.prediction == "eps":
