@@ -1,6 +1,6 @@
 """The model's units: standardised ``log1p`` of density, and back; on numpy or on torch.
 
-The scaler that turns a section's counts into density (``model._data.ExpressionScaler``) and
+The scaler that turns a section's counts into density (``model._scaler.ExpressionScaler``) and
 the projection that corrects the sampled maps (``schedulers.FootprintProjection``) both read
 expression through these two functions, so the two sides cannot drift apart.
 """

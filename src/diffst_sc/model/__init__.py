@@ -10,15 +10,17 @@ The rest of this package turns sections into the arrays they read and their maps
 from __future__ import annotations
 
 from ._calibration import Calibration, count_dispersion, histology_weights
-from ._data import ExpressionScaler, GridSpec, scaler_for, section_calibration
+from ._conditions import GridSpec
 from ._diffst import DiffST
 from ._diffst_gate import HeldOut
 from ._diffst_training import train_diffst
 from ._histology import HISTOLOGY_FORMAT, UNS_KEY, HistologyModel
 from ._histology_path import FootprintRows, HistologyPath, cells_of, descriptor_maps
 from ._maps import SectionMaps
+from ._pairs import section_calibration
 from ._reference import REFERENCES
 from ._ridge import Ridge
+from ._scaler import ExpressionScaler, scaler_for
 
 __all__ = ["HistologyModel", "DiffST", "UNS_KEY", "GridSpec", "ExpressionScaler", "scaler_for",
            "HistologyPath", "FootprintRows", "Ridge", "SectionMaps", "descriptor_maps",

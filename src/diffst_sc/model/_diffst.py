@@ -96,7 +96,7 @@ class DiffST:
     @property
     def grid_spec(self):
         """How sections are rasterised (the base's)."""
-        from ._data import GridSpec
+        from ._conditions import GridSpec
 
         return self.base.grid_spec if self.base is not None else GridSpec()
 

@@ -24,15 +24,10 @@ import numpy as np
 
 from .._core._grid import Grid, coverage_matrix, normalised_rows
 from .._core._view import SectionView
-from ._data import (
-    GridSpec,
-    disc_area_um2,
-    pair_grid,
-    scaler_for,
-    target_arrays,
-    training_arrays,
-)
+from ._conditions import GridSpec
 from ._histology_path import _spatial_folds
+from ._pairs import pair_grid, target_arrays, training_arrays
+from ._scaler import disc_area_um2, scaler_for
 
 #: The fold of the path's tiles held out of the network's training.
 HELD_OUT_FOLD = 0

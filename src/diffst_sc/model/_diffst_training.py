@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .._core._presets import check_preset
-from ._data import GridSpec
+from ._conditions import GridSpec
 from ._diffst import DiffST
 from ._diffst_gate import (
     BEST_FILE,

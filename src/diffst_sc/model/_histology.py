@@ -17,18 +17,10 @@ import pandas as pd
 from .._core._checks import check_unique_genes
 from .._core._view import SectionView
 from ._calibration import Calibration
-from ._data import (
-    GridSpec,
-    apply_path,
-    check_image_matches,
-    pair_grid,
-    pairs_fingerprint,
-    path_rows,
-    section_calibration,
-    tissue_on_grid,
-)
+from ._conditions import GridSpec, apply_path, check_image_matches, tissue_on_grid
 from ._histology_path import ALPHAS, RANK, HistologyPath
 from ._maps import MapSection, SectionMaps
+from ._pairs import pair_grid, pairs_fingerprint, path_rows, section_calibration
 from ._store import from_uns, prepare_folder, read_folder, to_uns, write_folder
 
 HISTOLOGY_FORMAT = FORMAT = "diffst_sc.histology/2"

@@ -251,7 +251,7 @@ class HistologyPath:
         (above 1: the penalties shrink the predictions): the reference :meth:`gain` divides by
         (``None`` in a model saved before it was recorded, which :meth:`gain` leaves at 1).
     fitted_on
-        Fingerprint (``model._data.pairs_fingerprint``) of the one section the path was fitted
+        Fingerprint (``model._pairs.pairs_fingerprint``) of the one section the path was fitted
         on by itself, whose gain is 1 and whose histology weights are :attr:`held_out_weight`
         without measuring them; ``None`` otherwise.
     held_out_weight

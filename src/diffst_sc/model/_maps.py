@@ -21,7 +21,8 @@ from .._core._grid import Grid, cell_weights, coverage_matrix, normalised_rows
 from .._core._lattice import lattice_sites
 from .._core._tiles import BandBlender, gene_chunk, tile_starts, tile_window
 from .._core._view import SectionView
-from ._data import GridSpec, check_image_matches, condition_arrays, disc_area_um2, scaler_for
+from ._conditions import GridSpec, check_image_matches, condition_arrays
+from ._scaler import disc_area_um2, scaler_for
 
 #: Counts over a footprint added to both sides of the correction's ratios: one count, the
 #: measurement's resolution (see ``FootprintProjection``): a spot that measured none of a gene
