@@ -80,6 +80,8 @@ DIFFST_VARIANTS: dict[str, dict] = {
     "diffst-reference": {"reference": "leave-one-out"},
     # The deep network (the cross-modal diffusion model) refining the histology path.
     "diffst-deep": {"deep": True},
+    # The same with its whole residual, whatever the held-out tiles say (the gate open).
+    "diffst-deep-ungated": {"deep": True, "ungated": True},
     # The network without the path: the model before the histology path existed.
     "diffst-deep-no-path": {"deep": True, "histology_path": False},
     # Same network, no noise: a regression trained on the same pairs (no samples, no spread).
@@ -210,7 +212,9 @@ def run_diffst(lr_sdata, train_sdatas, genes: list[str], *, preset: str = "cpu-s
     n_samples, steps
         Samples and denoising steps of ``ds.tl.superresolve``.
     **fit_kw
-        Further ``ds.tl.fit`` arguments, e.g. an ablation's ``use_gene_graph=False``.
+        Further ``ds.tl.fit`` arguments, e.g. an ablation's ``use_gene_graph=False``; and
+        ``ungated=True``, which gives a DiffST its network's whole residual
+        (``residual_scale = 1``) whatever its held-out tiles said.
 
     Returns
     -------
@@ -219,9 +223,12 @@ def run_diffst(lr_sdata, train_sdatas, genes: list[str], *, preset: str = "cpu-s
     from diffst_sc._core import layer_footprint_means
 
     train = train_sdatas[0] if len(train_sdatas) == 1 else list(train_sdatas)
+    ungated = fit_kw.pop("ungated", False)
     t0 = time.perf_counter()
     model = ds.tl.fit(train, genes=genes, preset=preset, max_steps=max_steps, seed=seed,
                       progress=False, **fit_kw)
+    if ungated:  # the network's whole residual, as before the held-out gate
+        model.residual_scale = 1.0
     t1 = time.perf_counter()
     target = lr_input(lr_sdata)
     ds.tl.superresolve(target, model=model, key_added=DIFFST_KEY, n_samples=n_samples,

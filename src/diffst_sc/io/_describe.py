@@ -49,8 +49,8 @@ class SectionInfo:
         where = "X" if self.layer is None else f"layers[{self.layer!r}]"
         return (f"SectionInfo: {self.n_spots} spots x {self.n_genes} genes in table "
                 f"{self.table_key!r} ({where}, {'raw counts' if self.counts else 'not counts'}), "
-                f"spots {self.shapes_key!r} {self.spot_diameter_um:.1f} um wide and "
-                f"{self.spot_spacing_um:.1f} um apart;\n  H&E {self.image_key!r}: {h} x {w} "
+                f"spots {self.shapes_key!r} {self.spot_diameter_um:.1f} um wide, "
+                f"{self.spot_spacing_um:.1f} um from the nearest (median);\n  H&E {self.image_key!r}: {h} x {w} "
                 f"pixels at {self.microns_per_pixel:.3g} um per pixel, in coordinate system "
                 f"{self.coordinate_system!r}")
 
@@ -93,9 +93,15 @@ def describe_section(
     >>> info.n_spots, info.image_key, round(info.spot_spacing_um)
     (187, 'he', 187)
     """
-    view = section_view(sdata, table_key=table_key, image_key=image_key,
-                        coordinate_system=coordinate_system, layer=layer,
-                        microns_per_pixel=microns_per_pixel)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        view = section_view(sdata, table_key=table_key, image_key=image_key,
+                            coordinate_system=coordinate_system, layer=layer,
+                            microns_per_pixel=microns_per_pixel)
+    for w in said:  # the same warnings fit gives, pointed at the caller's line
+        warnings.warn(w.message, w.category, stacklevel=2)
     return SectionInfo(
         table_key=view.table_key, shapes_key=view.shapes_key, image_key=view.image_key,
         coordinate_system=view.coordinate_system, layer=view.layer, n_spots=view.n_spots,
