@@ -29,10 +29,12 @@ def strip_machine_paths(nb) -> None:
     """Replace this machine's paths in the outputs (warnings, reprs) with portable ones.
 
     Installed packages become ``.../site-packages/...``, the example data
-    ``../../shared/data/...`` (as the notebooks reach it from tutorials/), and files of the
-    repository are given relative to its root.
+    ``../../shared/data/...`` (as the notebooks reach it from tutorials/), files of the
+    repository are given relative to its root, and the kernel's temporary file of a cell (where
+    a warning points at the notebook's own code) ``<cell>``.
     """
     rules = [(re.compile(r"[^\s\"'`]*/site-packages/"), ".../site-packages/"),
+             (re.compile(r"[^\s\"'`]*/ipykernel_\d+/\d+\.py"), "<cell>"),
              (re.compile(re.escape(str(ROOT.parent / "shared" / "data"))), "../../shared/data"),
              (re.compile(re.escape(str(ROOT)) + "/"), "")]
 
