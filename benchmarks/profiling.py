@@ -35,8 +35,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "her2st"
 FIT_STAGES = [
     ("co-expression graph", "tl/_fit.py", "_gene_graph"),
     ("training views (degrade the spots into pseudo-spots)", "tl/_fit.py", "_training_views"),
-    ("histology path (descriptors, footprint rows, ridge)", "model/_data.py", "path_rows"),
-    ("deep network's pairs (rasterise spots and H&E)", "model/_data.py", "training_arrays"),
+    ("histology path (descriptors, footprint rows, ridge)", "model/_pairs.py", "path_rows"),
+    ("deep network's pairs (rasterise spots and H&E)", "model/_pairs.py", "training_arrays"),
     ("training loop", "train/_trainer.py", "fit_model"),
     ("  of which: drawing patches", "train/_patches.py", "__call__"),
     ("  of which: one training step (patches, forward, backward, optimiser, EMA)",
@@ -45,7 +45,7 @@ FIT_STAGES = [
     ("model error on the training pairs", "model/_diffst_training.py", "_residual_sd"),
 ]
 SUPERRESOLVE_STAGES = [
-    ("conditioning arrays (rasterise spots and H&E)", "model/_data.py", "condition_arrays"),
+    ("conditioning arrays (rasterise spots and H&E)", "model/_conditions.py", "condition_arrays"),
     ("sampling (denoising steps of every tile)", "schedulers/_samplers.py", "sample"),
     ("  of which: projections onto the spots", "_core/_correction.py", "__call__"),
     ("  of which: network evaluations (denoiser and condition encoders)",

@@ -177,9 +177,11 @@ def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypa
     fields = {f.name for f in dataclasses.fields(NetConfig)} | {
         f.name for f in dataclasses.fields(DiffusionConfig)}
     fields |= {"deep", "histology_path", "reference"}  # ds.tl.fit's own switches
+    fields |= {"ungated"}  # the benchmark's own: residual_scale set to 1 after the fit
     deep = {"deep": True}
     expected = {"diffst": {}, "diffst-reference": {"reference": "leave-one-out"},
                 "diffst-deep": deep,
+                "diffst-deep-ungated": {**deep, "ungated": True},
                 "diffst-deep-no-path": {**deep, "histology_path": False},
                 "diffst-deep-regression": {**deep, "deterministic": True},
                 "diffst-deep-no-disentangle": {**deep, "use_disentangle": False},
@@ -209,7 +211,9 @@ def test_ablations_switch_off_one_part_each(hq, her2st_c2, bench_genes, monkeypa
         with pytest.raises(Called):
             hq.predict(name, lr, bench_genes[:5], setting="single", others=list,
                        diffst_kw=base)
-        assert {k: v for k, v in seen.items() if k in switches} == overrides
+        # "ungated" is not fit's: run_diffst opens the gate after the fit
+        assert {k: v for k, v in seen.items() if k in switches} == {
+            k: v for k, v in overrides.items() if k != "ungated"}
         assert seen["max_steps"] == 3 and seen["seed"] == 1 and seen["genes"] == bench_genes[:5]
         n_samples = hq.diffst_options(name, base)["n_samples"]
         assert n_samples == (4 if overrides.get("deep") and not overrides.get("deterministic")
