@@ -283,6 +283,30 @@ def test_count_dispersion_measures_the_spread_beyond_counting_noise():
     assert 0.05 < est[1] < est[2]
 
 
+def test_count_spread_scales_intervals_to_where_held_out_counts_fall():
+    """Where the variance model is right (Poisson counts about the map), the interval scale
+    is about 1; a parent's only target adds no spread, so there is nothing to scale."""
+    from diffst_sc.model import FootprintRows, count_spread
+
+    rng = np.random.default_rng(2)
+    n = 4000
+    parent = np.repeat(np.arange(n // 4), 4)
+    lr = rng.normal(0, 1, (n, 1)).astype(np.float32)
+    mu, sd = np.full(1, 3.0), np.full(1, 0.3)
+    rate = np.expm1(lr * sd + mu)
+
+    def spread(counts, parents=parent):
+        rows = FootprintRows(np.zeros((n, 1), np.float32), np.zeros((n, 1), np.float32), lr,
+                             lr, parents, np.zeros((n, 2)), counts, mu, sd)
+        return count_spread([rows], np.zeros((n, 1)))
+
+    c, scale = spread(rng.poisson(rate).astype(float))
+    assert c[0] < 0.02 and 0.85 < scale < 1.2
+    # each parent's only target holds all of its counts: no spread, nothing to scale
+    c, scale = spread(rng.poisson(rate).astype(float), np.arange(n))
+    assert scale == 1.0
+
+
 def test_the_shipped_reference_loads_by_name_and_a_fit_starts_from_it(her2st_c2_or_demo):
     """The her2st reference loads by name with its provenance; a fit given it records, per
     gene, how much of it the held-out tiles kept (0 for a gene the reference lacks), and a

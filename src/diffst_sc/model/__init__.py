@@ -9,7 +9,7 @@ The rest of this package turns sections into the arrays they read and their maps
 
 from __future__ import annotations
 
-from ._calibration import Calibration, count_dispersion, histology_weights
+from ._calibration import Calibration, count_dispersion, count_spread, histology_weights
 from ._conditions import GridSpec
 from ._diffst import DiffST
 from ._diffst_gate import HeldOut
@@ -25,7 +25,7 @@ from ._scaler import ExpressionScaler, scaler_for
 __all__ = ["HistologyModel", "DiffST", "UNS_KEY", "GridSpec", "ExpressionScaler", "scaler_for",
            "HistologyPath", "FootprintRows", "Ridge", "SectionMaps", "descriptor_maps",
            "cells_of", "section_calibration", "Calibration", "histology_weights",
-           "count_dispersion", "REFERENCES", "train_diffst", "HeldOut",
+           "count_dispersion", "count_spread", "REFERENCES", "train_diffst", "HeldOut",
            "HISTOLOGY_FORMAT", "load"]
 
 

@@ -28,7 +28,7 @@ class Calibration:
     dispersion
         ``(G,)`` :func:`count_dispersion` on the section's own pairs; ``None``: not measured.
     spread_scale
-        :func:`interval_scale` on the same pairs: the factor on the counts' variance that puts
+        :func:`count_spread` on the same pairs: the factor on the counts' variance that puts
         90% of them within 1.645 standard deviations.
     """
 
@@ -75,49 +75,52 @@ def histology_weights(ep, pp, ee, n) -> np.ndarray:
 def count_dispersion(rows: list, pred: np.ndarray) -> np.ndarray | None:
     """``(G,)`` how far target spots' counts spread about the map beyond counting noise.
 
+    The first part of :func:`count_spread`; ``None`` when the rows keep no counts.
+    """
+    return count_spread(rows, pred)[0]
+
+
+def count_spread(rows: list, pred: np.ndarray,
+                 level: float = 0.9) -> tuple[np.ndarray | None, float]:
+    """The spread of target spots' counts about the map: its dispersion and interval scale.
+
     ``rows`` are ``FootprintRows``; ``pred`` ``(n, G)`` the path's (held-out) predictions of
     the rows' departures, stacked in the order of ``rows``. Each target spot's predicted counts
     ``yhat`` are its parent's counts shared among the parent's targets as the map's densities
     share them. Given the parent's counts, a target holding the share ``p = yhat / parent`` of
     them spreads about ``yhat`` with variance ``(1 - p) * (yhat + c * yhat**2)``: a multinomial
     share of the parent (Poisson and a negative-binomial dispersion ``c``, less what the parent's
-    known total takes away; 0 for a parent's only target). ``c`` of each gene is the moment
-    estimate: what the squared errors hold beyond that Poisson part, over ``(1 - p) * yhat**2``.
-    ``None`` when the rows keep no counts.
-    """
-    shared = _shared(rows, pred)
-    if shared is None:
-        return None
-    excess = sum((((y - yhat) ** 2 - rest * yhat).sum(0) for y, yhat, rest in shared), 0.0)
-    scale = sum(((rest * yhat**2).sum(0) for _, yhat, rest in shared), 0.0)
-    return np.clip(excess / np.maximum(scale, 1e-12), 0.0, None)
+    known total takes away; 0 for a parent's only target).
 
-
-def interval_scale(rows: list, pred: np.ndarray, dispersion, level: float = 0.9) -> float:
-    """The factor on :func:`count_dispersion`'s variance that makes its intervals hold.
-
-    The share ``level`` of the rows' targets (over genes; those whose variance is not 0) lie
-    within ``z`` standard deviations of their predicted counts, ``z`` the normal quantile of
-    ``level`` (1.645 for 90%), once the variance is multiplied by this factor. A variance
-    right on average still puts intervals in the wrong place when counts are skewed; this
-    is what the section's own held-out targets say about where they fall. 1 when nothing
-    is measured.
+    Returns
+    -------
+    dispersion
+        ``(G,)`` ``c`` of each gene, the moment estimate: what the squared errors hold beyond
+        the Poisson part, over ``(1 - p) * yhat**2``; ``None`` when the rows keep no counts.
+    scale
+        The factor on that variance that puts the share ``level`` of the targets (over genes;
+        those whose variance is not 0) within ``z`` standard deviations of their predicted
+        counts, ``z`` the normal quantile of ``level`` (1.645 for 90%). A variance right on
+        average still puts intervals in the wrong place when counts are skewed; this is where
+        the section's own held-out targets fall. 1 when nothing is measured.
     """
     from scipy.stats import norm
 
     shared = _shared(rows, pred)
-    if shared is None or dispersion is None:
-        return 1.0
-    c = np.asarray(dispersion, np.float64)
+    if shared is None:
+        return None, 1.0
+    excess = sum((((y - yhat) ** 2 - rest * yhat).sum(0) for y, yhat, rest in shared), 0.0)
+    scale = sum(((rest * yhat**2).sum(0) for _, yhat, rest in shared), 0.0)
+    c = np.clip(excess / np.maximum(scale, 1e-12), 0.0, None)
     z = []
     for y, yhat, rest in shared:
         var = rest * (yhat + c * yhat**2)
         ok = var > 1e-12
         z.append(np.abs(y - yhat)[ok] / np.sqrt(var[ok]))
-    z = np.concatenate(z) if z else np.empty(0)
+    z = np.concatenate(z)
     if z.size < 20:
-        return 1.0
-    return float((np.quantile(z, level) / norm.ppf(0.5 + level / 2)) ** 2)
+        return c, 1.0
+    return c, float((np.quantile(z, level) / norm.ppf(0.5 + level / 2)) ** 2)
 
 
 def _shared(rows: list, pred: np.ndarray):

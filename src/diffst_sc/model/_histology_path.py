@@ -29,9 +29,8 @@ from ..metrics import block_means
 from ..pp import DESCRIPTOR_NAMES, WINDOW_BYTES, section_descriptors, stabilise_variance
 from ._calibration import (
     Calibration,
-    count_dispersion,
+    count_spread,
     histology_weights,
-    interval_scale,
     weight_sums,
 )
 from ._ridge import Ridge
@@ -266,7 +265,7 @@ class HistologyPath:
         (``model._reference``); ``None`` when fitted without a reference.
     spread_scale
         The factor on that spread's variance that puts 90% of the held-out targets within
-        1.645 standard deviations (:func:`interval_scale`).
+        1.645 standard deviations (:func:`count_spread`).
     """
 
     ridge: Ridge
@@ -319,9 +318,8 @@ class HistologyPath:
             sums = weight_sums(*ridge.parts(x, own), y)
         path = cls(ridge, float(radius_ratio), cv_error, residual_sd)
         path.held_out_weight = histology_weights(*sums).tolist()
-        dispersion = count_dispersion(rows, pred)
+        dispersion, path.spread_scale = count_spread(rows, pred)
         path.dispersion = None if dispersion is None else dispersion.tolist()
-        path.spread_scale = interval_scale(rows, pred, dispersion)
         path.fitted_slope = path._slope(x, own, y) or 1.0
         return path
 
@@ -336,9 +334,7 @@ class HistologyPath:
         weight = histology_weights(*weight_sums(*self.ridge.parts(x, own), y))
         weighted = self.weighted(weight)
         pred = np.clip(weighted.ridge.predict(x, own), -MAX_DEVIATION, MAX_DEVIATION)
-        dispersion = count_dispersion(rows, pred)
-        return Calibration(weighted.gain(rows), weight, dispersion,
-                           interval_scale(rows, pred, dispersion))
+        return Calibration(weighted.gain(rows), weight, *count_spread(rows, pred))
 
     def weighted(self, weight) -> HistologyPath:
         """The path with each gene's histology weights scaled by ``weight`` ``(G,)``."""

@@ -256,8 +256,7 @@ class MapSection:
             if resolved_ratio:
                 # no footprint the map resolves holds more than its cell's spot measured
                 cap = self.spread @ (counts_target[:, sl] / float(resolved_ratio) ** 2)
-            spread = (np.zeros((sl.stop - sl.start, h, w)) if raw_std is None
-                      else raw_std[sl].astype(np.float64))
+            spread = None if raw_std is None else raw_std[sl].astype(np.float64)
             m, s, err = project_global(raw_mean[sl].astype(np.float64), spread, c, self.spread,
                                        counts_target[:, sl], PSEUDO_COUNT, cap=cap)
             err_sum += err
@@ -302,6 +301,8 @@ def without(view: SectionView, missing) -> SectionView:
 def with_model_error(mean, std, error, gene_sd, unit, resolved_ratio=None):
     """Add the model's own error, and the counting noise, to the spread of the samples.
 
+    ``std`` is that spread (``None``: one map, no samples).
+
     An error of ``r`` standardised log units is ``r * sd_g`` in log1p-density; to first order
     that is ``(mean + unit) * r * sd_g`` in counts, with ``unit`` the counts of one density unit.
     The counting noise is that of a measurement of the footprint the map resolves (radius
@@ -310,7 +311,9 @@ def with_model_error(mean, std, error, gene_sd, unit, resolved_ratio=None):
     the spread of low counts, where a multiple of the mean would claim near certainty.
     """
     scale = np.asarray(error, np.float64) * np.asarray(gene_sd, np.float64)
-    var = std**2 + ((mean + unit) * scale[:, None, None]) ** 2
+    var = ((mean + unit) * scale[:, None, None]) ** 2
+    if std is not None:
+        var = var + std**2
     if resolved_ratio:
         var = var + np.maximum(mean, 0.0) / float(resolved_ratio) ** 2
     return np.sqrt(var)
@@ -339,6 +342,8 @@ def footprint_mean(maps: np.ndarray, keep: np.ndarray, radius: float) -> np.ndar
 def with_count_spread(mean, std, dispersion, resolved_ratio=None, share=None, scale=1.0):
     """Add the spread of counts measured at the map's resolution to the spread of the samples.
 
+    ``std`` is that spread (``None``: one map, no samples).
+
     ``mean`` is the map averaged over the footprint around each pixel (:func:`footprint_mean`).
     A measurement of the footprint the map resolves (radius ``resolved_ratio`` times the
     spots'; 1 when ``None``) expects ``mean * ratio**2`` counts and spreads about them with
@@ -358,7 +363,8 @@ def with_count_spread(mean, std, dispersion, resolved_ratio=None, share=None, sc
     var = m / ratio**2 + c * m**2
     if share is not None:
         var = var * (1.0 - share)
-    return np.sqrt(std**2 + float(scale) * var)
+    var = float(scale) * var
+    return np.sqrt(var if std is None else std**2 + var)
 
 
 def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FINAL_ROUNDS,
@@ -370,8 +376,8 @@ def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FIN
     spot it lies in measured, whatever the histology says.
 
     :func:`~diffst_sc._core._correction.correction_rounds` on counts. ``mean``, ``std``:
-    ``(G, H, W)`` of some genes; ``coverage``: ``(spots, H*W)`` with rows summing to one;
-    ``target``: ``(spots, G)`` counts. Returns the corrected mean and std and the summed
+    ``(G, H, W)`` of some genes (``std`` ``None`` for one map, and ``None`` back);
+    ``coverage``: ``(spots, H*W)`` with rows summing to one; ``target``: ``(spots, G)`` counts. Returns the corrected mean and std and the summed
     absolute error of the footprints against the target.
     """
     g, h, w = mean.shape
@@ -379,14 +385,15 @@ def project_global(mean, std, coverage, spread, target, pseudo, iters: int = FIN
     # of the pseudo-count, which leaves the consistency as it is.
     least = 1e-6 * pseudo
     m = np.maximum(mean.reshape(g, h * w).T, least)  # (HW, G)
+    carry = None if std is None else std.reshape(g, h * w).T
     m, s = correction_rounds(m, coverage, spread, np.log(np.maximum(target, 0) + pseudo), pseudo,
-                             iters, floor=least, carry=std.reshape(g, h * w).T)
+                             iters, floor=least, carry=carry)
     if cap is not None:
         bounded = np.minimum(m, np.maximum(cap, least))
-        s = s * bounded / m
+        s = None if s is None else s * bounded / m
         m = bounded
     err = float(np.abs(coverage @ m - target).sum())
-    return m.T.reshape(g, h, w), s.T.reshape(g, h, w), err
+    return m.T.reshape(g, h, w), None if s is None else s.T.reshape(g, h, w), err
 
 
 def finer_grid(grid: Grid, pixel_px: float) -> Grid:
